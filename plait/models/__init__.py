@@ -1,0 +1,26 @@
+"""One file per architecture: a config dataclass and an nn.Module wired from plait.nn.
+
+``REGISTRY`` maps the ``plait_model`` name stored in a folder's ``config.json`` to the
+(config class, model class) pair that rebuilds it. Add one line per architecture.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from plait.config import Config
+from plait.models.gpt import GPT, GPTConfig
+
+REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {
+    "gpt": (GPTConfig, GPT),
+}
+
+
+def model_type_of(model: nn.Module) -> str:
+    for name, (_, cls) in REGISTRY.items():
+        if type(model) is cls:
+            return name
+    raise ValueError(f"{type(model).__name__} is not in plait.models.REGISTRY")
+
+
+__all__ = ["GPT", "GPTConfig", "REGISTRY", "model_type_of"]

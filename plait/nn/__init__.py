@@ -1,0 +1,37 @@
+"""The Transformer, piece by piece: attention, positions, feed-forward, norms, blocks."""
+
+from plait.nn.attention import (
+    AttnInputs,
+    CrossAttention,
+    KVCache,
+    SelfAttention,
+    make_attn_mask,
+)
+from plait.nn.layers import (
+    MLP,
+    Block,
+    PostNormBlock,
+    PreNormBlock,
+    RMSNorm,
+    Stack,
+    SwiGLU,
+    make_mlp,
+    make_norm,
+)
+from plait.nn.positions import (
+    ALiBi,
+    Learned,
+    NoPositions,
+    PositionEncoding,
+    RelativeBias,
+    Rotary,
+    Sinusoidal,
+    apply_rope,
+)
+
+__all__ = [
+    "ALiBi", "AttnInputs", "Block", "CrossAttention", "KVCache", "Learned", "MLP",
+    "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
+    "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
+    "make_attn_mask", "make_mlp", "make_norm",
+]

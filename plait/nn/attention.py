@@ -1,0 +1,215 @@
+"""Multi-head attention (self and cross), attention masks, and a preallocated KV cache.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V          (Vaswani 2017, Eq. 1)
+    MultiHead(X) = Concat(head_1, ..., head_h) W^O                 (Vaswani 2017, §3.2.2)
+
+The maths runs in ``F.scaled_dot_product_attention`` (fused kernels; ``tests/`` checks it against
+the naive formula). Grouped-query attention (Ainslie 2023, arXiv:2305.13245) shares each of
+``n_kv_head`` key/value heads among ``n_head // n_kv_head`` query heads.
+
+A mask is built only when needed: SDPA's ``is_causal=True`` covers a square, unpadded prefill
+without a mask tensor, and any explicit mask rules out the flash kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from plait.nn.positions import apply_rope
+
+
+@dataclass
+class AttnInputs:
+    """What every layer's attention needs for one forward pass, computed once by the model.
+
+    mask: None, a bool tensor (B|1, 1, Tq, Tk) with True = may attend, or a float additive
+        bias (B|1, nh|1, Tq, Tk) with -inf where masked.
+    is_causal: let SDPA apply the (square) causal mask itself; only with mask None.
+    rope: (cos, sin) each (B, 1, Tq, hs) for rotary positions, else None.
+    input_pos: where this chunk starts in the KV cache; None runs without a cache.
+    """
+
+    mask: Tensor | None = None
+    is_causal: bool = False
+    rope: tuple[Tensor, Tensor] | None = None
+    input_pos: int | None = None
+
+
+def make_attn_mask(
+    q_len: int,
+    k_len: int,
+    *,
+    causal: bool,
+    key_padding: Tensor | None = None,
+    bias: Tensor | None = None,
+) -> tuple[Tensor | None, bool]:
+    """Combine causality, key padding and a position bias into SDPA's (attn_mask, is_causal).
+
+    Args:
+        q_len, k_len: query and key lengths; queries are the last ``q_len`` of ``k_len``
+            positions (a cached chunk), so causality is aligned bottom-right.
+        key_padding: (B, Tk) with 1/True for real tokens, 0/False for padding.
+        bias: (B|1, nh, Tq, Tk) additive bias (ALiBi, relative), or None.
+    """
+    if key_padding is None and bias is None:
+        if not causal or q_len == 1:
+            return None, False
+        if q_len == k_len:
+            return None, True
+    device = key_padding.device if key_padding is not None else bias.device  # type: ignore[union-attr]
+    mask = None
+    if causal:
+        q_idx = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+        mask = (torch.arange(k_len, device=device)[None, :] <= q_idx)[None, None]  # (1,1,Tq,Tk)
+    if key_padding is not None:
+        pad = key_padding.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+        mask = pad if mask is None else mask & pad
+    if mask is not None:
+        # A padding query may see no key at all; softmax over nothing is NaN. Let such rows see
+        # everything instead: their outputs are never used, and no real row ever sees them.
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    if bias is None:
+        return mask, False
+    if mask is None:
+        return bias, False
+    return bias.masked_fill(~mask, float("-inf")), False
+
+
+class KVCache(nn.Module):
+    """Keys and values of past positions, preallocated as (B, nkv, max_len, hs) and written in place."""
+
+    def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str | None = None):
+        super().__init__()
+        shape = (batch, n_kv_head, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    def update(self, input_pos: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, nkv, T, hs) at positions [input_pos, input_pos + T); return all so far."""
+        end = input_pos + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, asked to write up to {end};"
+                             " call setup_cache() with a larger max_len")
+        if k.shape[0] != self.k.shape[0]:
+            raise ValueError(f"KV cache was set up for batch {self.k.shape[0]}, got batch"
+                             f" {k.shape[0]}; call setup_cache() again")
+        self.k[:, :, input_pos:end] = k
+        self.v[:, :, input_pos:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        """Select batch rows (beam search keeps the surviving beams' histories)."""
+        self.k = self.k.index_select(0, index)
+        self.v = self.v.index_select(0, index)
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
+
+
+class Attention(nn.Module):
+    """Shared core of self- and cross-attention: heads in, SDPA, output projection."""
+
+    def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
+                 head_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        n_kv_head = n_kv_head or n_head
+        if n_head % n_kv_head:
+            raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
+        self.head_dim = head_dim or n_embd // n_head
+        if head_dim is None and n_embd % n_head:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        self.n_head, self.n_kv_head = n_head, n_kv_head
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.dropout = dropout
+        self.proj = nn.Linear(n_head * self.head_dim, n_embd, bias=bias)
+        self.resid_drop = nn.Dropout(dropout)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+               is_causal: bool) -> Tensor:
+        """q (B, nh, Tq, hs), k/v (B, nkv, Tk, hs) -> projected output (B, Tq, C)."""
+        if self.n_kv_head != self.n_head:
+            # expand shared kv heads; SDPA's enable_gqa needs torch>=2.5, this works everywhere
+            rep = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        B, _, T, _ = q.shape
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
+        return self.resid_drop(self.proj(y))
+
+    def _heads(self, x: Tensor, n: int) -> Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, n, self.head_dim).transpose(1, 2)  # (B, n, T, hs)
+
+
+class SelfAttention(Attention):
+    """Self-attention with a fused qkv projection and an optional KV cache."""
+
+    def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
+                 head_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
+        super().__init__(n_embd, n_head, n_kv_head, head_dim, bias, dropout)
+        self.qkv = nn.Linear(n_embd, (n_head + 2 * self.n_kv_head) * self.head_dim, bias=bias)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x: Tensor, ctx: AttnInputs) -> Tensor:
+        hs = self.head_dim
+        q, k, v = self.qkv(x).split(
+            [self.n_head * hs, self.n_kv_head * hs, self.n_kv_head * hs], dim=-1)
+        q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(
+            v, self.n_kv_head)
+        if ctx.rope is not None:
+            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        if ctx.input_pos is not None:
+            if self.kv_cache is None:
+                raise ValueError("input_pos given but no KV cache: call model.setup_cache() first")
+            k, v = self.kv_cache.update(ctx.input_pos, k, v)
+        return self.attend(q, k, v, ctx.mask, ctx.is_causal)
+
+
+class CrossAttention(Attention):
+    """Queries from x, keys/values from an encoder's output ``memory``.
+
+    With ``cache_memory`` on (set by the model while generating) the projected K/V of the
+    memory are computed on the first call and reused on every later step.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
+                 memory_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
+        super().__init__(n_embd, n_head, n_kv_head, None, bias, dropout)
+        self.q = nn.Linear(n_embd, n_head * self.head_dim, bias=bias)
+        self.kv = nn.Linear(memory_dim or n_embd, 2 * self.n_kv_head * self.head_dim, bias=bias)
+        self.cache_memory = False
+        self._memory_kv: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor | None = None) -> Tensor:
+        """memory (B, S, C_mem); memory_mask (B, S) with 1 for real positions."""
+        if self._memory_kv is None or not self.cache_memory:
+            k, v = self.kv(memory).chunk(2, dim=-1)
+            kv = (self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head))
+            if self.cache_memory:
+                self._memory_kv = kv
+        else:
+            kv = self._memory_kv
+        mask, _ = make_attn_mask(x.shape[1], kv[0].shape[2], causal=False, key_padding=memory_mask)
+        return self.attend(self._heads(self.q(x), self.n_head), *kv, mask, False)
+
+    def reorder(self, index: Tensor) -> None:
+        if self._memory_kv is not None:
+            self._memory_kv = tuple(t.index_select(0, index) for t in self._memory_kv)
+
+    def clear(self) -> None:
+        self._memory_kv = None

@@ -1,0 +1,171 @@
+"""Feed-forward networks, norms, the residual block and stacks of blocks.
+
+    FFN(x) = act(x W1 + b1) W2 + b2                    (Vaswani 2017, Eq. 2)
+    SwiGLU(x) = (silu(x W) * x V) W2                   (Shazeer 2020, arXiv:2002.05202, Eq. 6)
+    post-norm: x = Norm(x + Sublayer(x))               (Vaswani 2017 §3.1; BERT)
+    pre-norm:  x = x + Sublayer(Norm(x))               (GPT-2; Xiong 2020, arXiv:2002.04745)
+
+One ``Block`` serves every architecture; pre- or post-norm is the subclass you build, and the
+sublayers (attention, cross-attention, MLP, norms) are modules passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from plait.nn.attention import AttnInputs, CrossAttention, KVCache, SelfAttention
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP was trained with."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": nn.GELU,  # exact, erf-based (BERT, ViT)
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # GPT-2's "gelu_new"
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "quick_gelu": QuickGELU,
+}
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: Linear -> activation -> Linear -> dropout."""
+
+    def __init__(self, n_embd: int, hidden: int, act: nn.Module, bias: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.act = act
+        self.proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(self.act(self.fc(x))))
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward: the gate and up projections are one fused Linear."""
+
+    def __init__(self, n_embd: int, hidden: int, bias: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 2 * hidden, bias=bias)
+        self.proj = nn.Linear(hidden, n_embd, bias=bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.fc(x).chunk(2, dim=-1)
+        return self.drop(self.proj(F.silu(gate) * up))
+
+
+def make_mlp(kind: str, n_embd: int, hidden: int, bias: bool = True,
+             dropout: float = 0.0) -> nn.Module:
+    """'swiglu' or any name in ACTIVATIONS."""
+    if kind == "swiglu":
+        return SwiGLU(n_embd, hidden, bias, dropout)
+    if kind not in ACTIVATIONS:
+        allowed = ", ".join(["swiglu", *ACTIVATIONS])
+        raise ValueError(f"unknown mlp/activation '{kind}' (allowed: {allowed})")
+    return MLP(n_embd, hidden, ACTIVATIONS[kind](), bias, dropout)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * g  (Zhang & Sennrich 2019, arXiv:1910.07467)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(
+            x.dtype) * self.weight
+
+
+def make_norm(kind: str, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps, bias=bias)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=eps)
+    raise ValueError(f"unknown norm '{kind}' (allowed: layernorm, rmsnorm)")
+
+
+class Block(nn.Module):
+    """Self-attention, optional cross-attention, and an MLP, each with a residual and a norm."""
+
+    def __init__(self, attn: SelfAttention, mlp: nn.Module, norm_attn: nn.Module,
+                 norm_mlp: nn.Module, cross_attn: CrossAttention | None = None,
+                 norm_cross: nn.Module | None = None):
+        super().__init__()
+        self.attn, self.mlp = attn, mlp
+        self.norm_attn, self.norm_mlp = norm_attn, norm_mlp
+        self.cross_attn, self.norm_cross = cross_attn, norm_cross
+
+
+class PreNormBlock(Block):
+    """x + f(norm(x)) for each sublayer (GPT-2, ViT, CLIP, Llama)."""
+
+    def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
+                memory_mask: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm_attn(x), ctx)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.norm_cross(x), memory, memory_mask)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class PostNormBlock(Block):
+    """norm(x + f(x)) for each sublayer (the original Transformer, BERT)."""
+
+    def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
+                memory_mask: Tensor | None = None) -> Tensor:
+        x = self.norm_attn(x + self.attn(x, ctx))
+        if self.cross_attn is not None:
+            x = self.norm_cross(x + self.cross_attn(x, memory, memory_mask))
+        return self.norm_mlp(x + self.mlp(x))
+
+
+class Stack(nn.Module):
+    """Blocks in sequence, then a final norm (``nn.Identity`` for post-norm stacks)."""
+
+    def __init__(self, blocks: list[Block], final_norm: nn.Module | None = None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = final_norm if final_norm is not None else nn.Identity()
+
+    def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
+                memory_mask: Tensor | None = None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, ctx, memory, memory_mask)
+        return self.norm(x)
+
+    # -- KV cache management: used by generation, identical for every decoder ------------------
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype,
+                    device: torch.device) -> None:
+        for b in self.blocks:
+            a = b.attn
+            a.kv_cache = KVCache(batch, a.n_kv_head, max_len, a.head_dim, dtype, device)
+            if b.cross_attn is not None:
+                b.cross_attn.clear()
+                b.cross_attn.cache_memory = True
+
+    def reorder_cache(self, index: Tensor) -> None:
+        for b in self.blocks:
+            b.attn.kv_cache.reorder(index)
+            if b.cross_attn is not None:
+                b.cross_attn.reorder(index)
+
+    def clear_cache(self) -> None:
+        for b in self.blocks:
+            b.attn.kv_cache = None
+            if b.cross_attn is not None:
+                b.cross_attn.clear()
+                b.cross_attn.cache_memory = False

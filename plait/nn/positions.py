@@ -1,0 +1,167 @@
+"""Position encodings: sinusoidal, learned, rotary (RoPE), ALiBi and T5-style relative bias.
+
+Attention is permutation-invariant, so order must be injected somewhere. The five classic
+answers inject it in three different places, and each encoding here fills exactly one of them:
+
+- ``embed(pos)``   adds a vector to the token embedding       (sinusoidal, learned)
+- ``rotary(pos)``  rotates queries and keys before the dot product (RoPE)
+- ``bias(q, k)``   adds a per-head bias to the attention scores   (ALiBi, relative)
+
+The model calls all three; an encoding answers ``None`` where it has nothing to say, so no model
+code branches on which encoding it uses. Positions are integer tensors ``(B, T)`` so left padding
+(positions counted from each row's first real token) works the same for every encoding.
+
+References: sinusoidal, Vaswani et al. 2017 (arXiv:1706.03762) §3.5; RoPE, Su et al. 2021
+(arXiv:2104.09864) Eq. 34; ALiBi, Press et al. 2021 (arXiv:2108.12409) §3; relative buckets,
+Raffel et al. 2019 (arXiv:1910.10683) §2.1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+class PositionEncoding(nn.Module):
+    """Base class: contributes nothing anywhere. Subclasses override one method."""
+
+    def embed(self, pos: Tensor) -> Tensor | None:
+        """(B, T) positions -> (B, T, C) vectors added to token embeddings."""
+        return None
+
+    def rotary(self, pos: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(B, T) positions -> (cos, sin), each (B, 1, T, hs), for :func:`apply_rope`."""
+        return None
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        """(B, Tq), (B, Tk) positions -> (B, nh, Tq, Tk) additive attention-score bias."""
+        return None
+
+
+class NoPositions(PositionEncoding):
+    """No position information (e.g. a bag-of-patches ablation)."""
+
+
+class Sinusoidal(PositionEncoding):
+    """PE(p, 2i) = sin(p / 10000^(2i/C)), PE(p, 2i+1) = cos(p / 10000^(2i/C)). Vaswani §3.5."""
+
+    def __init__(self, n_embd: int, base: float = 10000.0):
+        super().__init__()
+        if n_embd % 2:
+            raise ValueError(f"sinusoidal positions need an even n_embd, got {n_embd}")
+        inv_freq = base ** (-torch.arange(0, n_embd, 2, dtype=torch.float32) / n_embd)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def embed(self, pos: Tensor) -> Tensor:
+        angles = pos.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # (B, T, C/2)
+        # interleave: even channels sin, odd channels cos
+        return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # (B, T, C)
+
+
+class Learned(PositionEncoding):
+    """A trained vector per absolute position, up to ``block_size`` (GPT-2, BERT, ViT)."""
+
+    def __init__(self, block_size: int, n_embd: int):
+        super().__init__()
+        self.block_size = block_size
+        self.wpe = nn.Embedding(block_size, n_embd)
+
+    def embed(self, pos: Tensor) -> Tensor:
+        return self.wpe(pos)
+
+
+class Rotary(PositionEncoding):
+    """RoPE: rotate each (x_i, x_{i+hs/2}) pair of q and k by angle p * theta_i.
+
+    After rotation q_m . k_n depends on m - n only (Su 2021, Eq. 16), which the tests check.
+    This is the "rotate half" layout of GPT-NeoX / Llama checkpoints.
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary positions need an even head size, got {head_dim}")
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotary(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        angles = pos.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # (B, T, hs/2)
+        angles = torch.cat((angles, angles), dim=-1)[:, None]  # (B, 1, T, hs)
+        return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate x (B, nh, T, hs) by the angles behind cos/sin (B, 1, T, hs)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+def alibi_slopes(n_head: int) -> Tensor:
+    """Geometric head slopes 2^(-8/n), 2^(-16/n), ... (Press 2021 §3), with the paper's
+    interleaving rule when n_head is not a power of two."""
+
+    def power_of_2(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_head).is_integer():
+        return torch.tensor(power_of_2(n_head))
+    closest = 2 ** math.floor(math.log2(n_head))
+    extra = power_of_2(2 * closest)[0::2][: n_head - closest]
+    return torch.tensor(power_of_2(closest) + extra)
+
+
+class ALiBi(PositionEncoding):
+    """score(q, k) += -slope_h * |p_q - p_k|: a linear distance penalty per head, no parameters."""
+
+    def __init__(self, n_head: int):
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(n_head), persistent=False)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        dist = (q_pos[:, :, None] - k_pos[:, None, :]).abs()  # (B, Tq, Tk)
+        return -self.slopes[None, :, None, None] * dist[:, None].to(self.slopes.dtype)
+
+
+class RelativeBias(PositionEncoding):
+    """T5's learned bias per (head, bucket of relative distance k - q).
+
+    Small distances get a bucket each; larger ones share log-spaced buckets up to
+    ``max_distance``. ``bidirectional=False`` (decoders) only sees the past, so all buckets
+    go to non-positive offsets.
+    """
+
+    def __init__(self, n_head: int, num_buckets: int = 32, max_distance: int = 128,
+                 bidirectional: bool = False):
+        super().__init__()
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.bidirectional = bidirectional
+        self.rel_bias = nn.Embedding(num_buckets, n_head)
+
+    def bucket(self, rel: Tensor) -> Tensor:
+        """Relative offsets k - q (any shape) -> bucket ids in [0, num_buckets)."""
+        n_buckets, out = self.num_buckets, torch.zeros_like(rel)
+        if self.bidirectional:
+            n_buckets //= 2
+            out = out + (rel > 0).long() * n_buckets
+            n = rel.abs()
+        else:
+            n = (-rel).clamp(min=0)
+        max_exact = n_buckets // 2
+        is_small = n < max_exact
+        # log-spaced buckets for max_exact <= n < max_distance, then one shared last bucket
+        large = max_exact + (
+            torch.log(n.float().clamp(min=1) / max_exact)
+            / math.log(self.max_distance / max_exact)
+            * (n_buckets - max_exact)
+        ).long()
+        large = large.clamp(max=n_buckets - 1)
+        return out + torch.where(is_small, n, large)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        rel = k_pos[:, None, :] - q_pos[:, :, None]  # (B, Tq, Tk)
+        return self.rel_bias(self.bucket(rel)).permute(0, 3, 1, 2)  # (B, nh, Tq, Tk)
