@@ -1,4 +1,4 @@
-"""Model folders: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``), written atomically.
+"""Model folders: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``), saved atomically.
 
 A folder written here is what ``plait.load`` reads back, what ``plait train`` leaves in its
 ``out_dir``, and what every command's ``--model`` accepts. Every failure a user can cause (a
@@ -29,7 +29,7 @@ MODEL_KEY = "plait_model"  # config.json key naming the architecture in plait.mo
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename onto ``path``: readers see old or new, never half."""
+    """``write(tmp)``, fsync, rename onto ``path``: readers see old or new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -61,7 +61,8 @@ def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_weights(model: nn.Module, path: str | Path,
+                 metadata: dict[str, str] | None = None) -> None:
     state = {k: v.cpu() for k, v in unique_state_dict(model).items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata or {"format": "pt"}))
 
@@ -76,7 +77,8 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
             return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
     except (SafetensorError, OSError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read {path} (truncated or not a safetensors file): {reason}") from None
+        raise ValueError(
+            f"cannot read {path} (truncated or not a safetensors file): {reason}") from None
 
 
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -103,7 +105,8 @@ def _few(keys: list[str], n: int = 5) -> str:
     return ", ".join(f"'{k}'" for k in keys[:n]) + more
 
 
-def save_model(model: nn.Module, folder: str | Path, extra_config: dict[str, Any] | None = None) -> None:
+def save_model(model: nn.Module, folder: str | Path,
+               extra_config: dict[str, Any] | None = None) -> None:
     """Write ``config.json`` (architecture + config) and ``model.safetensors`` into ``folder``."""
     from plait.models import model_type_of
 
@@ -131,7 +134,7 @@ def is_plait_folder(folder: str | Path) -> bool:
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model that ``folder`` (a plait folder) describes and load its weights, in eval mode."""
+    """Build the model a plait ``folder`` describes and load its weights, in eval mode."""
     from plait.models import REGISTRY
 
     folder = Path(folder)

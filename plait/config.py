@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import tomllib
 
 C = TypeVar("C", bound="Config")
 
@@ -126,9 +127,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Coerce a TOML/JSON/CLI value to a field's annotated type, or raise naming the key."""
     origin, args = get_origin(tp), get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         errors = []
         for a in args:
             if a is type(None):

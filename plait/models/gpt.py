@@ -143,7 +143,8 @@ class GPT(nn.Module):
             last_only: return logits of the last position only, (B, 1, V).
         """
         if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         start = input_pos or 0
         k_len = start + T

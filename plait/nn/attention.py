@@ -82,7 +82,7 @@ def make_attn_mask(
 
 
 class KVCache(nn.Module):
-    """Keys and values of past positions, preallocated as (B, nkv, max_len, hs) and written in place."""
+    """Past keys and values, preallocated as (B, nkv, max_len, hs) and written in place."""
 
     def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str | None = None):
