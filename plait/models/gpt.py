@@ -168,7 +168,8 @@ class GPT(nn.Module):
         if pos_emb is not None:
             x = x + pos_emb.to(x.dtype)
         mask, is_causal = make_attn_mask(
-            T, k_len, causal=True, key_padding=attention_mask, bias=self.pos.bias(q_pos, k_pos))
+            T, k_len, causal=True, key_padding=attention_mask, bias=self.pos.bias(q_pos, k_pos),
+            device=input_ids.device)
         if mask is not None and mask.is_floating_point():
             mask = mask.to(x.dtype)
         ctx = AttnInputs(mask, is_causal, self.pos.rotary(q_pos), input_pos)

@@ -48,6 +48,7 @@ def make_attn_mask(
     causal: bool,
     key_padding: Tensor | None = None,
     bias: Tensor | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor | None, bool]:
     """Combine causality, key padding and a position bias into SDPA's (attn_mask, is_causal).
 
@@ -56,13 +57,17 @@ def make_attn_mask(
             positions (a cached chunk), so causality is aligned bottom-right.
         key_padding: (B, Tk) with 1/True for real tokens, 0/False for padding.
         bias: (B|1, nh, Tq, Tk) additive bias (ALiBi, relative), or None.
+        device: where to build the causal mask when neither key_padding nor bias is given.
     """
     if key_padding is None and bias is None:
         if not causal or q_len == 1:
             return None, False
         if q_len == k_len:
             return None, True
-    device = key_padding.device if key_padding is not None else bias.device  # type: ignore[union-attr]
+    if key_padding is not None:
+        device = key_padding.device
+    elif bias is not None:
+        device = bias.device
     mask = None
     if causal:
         q_idx = torch.arange(k_len - q_len, k_len, device=device)[:, None]
