@@ -17,10 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-data/tinyshakespeare.txt:
-	cp ../shared/data/tinyshakespeare.txt $@
-
-demo: $(STAMP) data/tinyshakespeare.txt
+demo: $(STAMP)
 	$(BIN)/python -m plait.demo
 
 test: $(STAMP)
