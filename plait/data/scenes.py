@@ -1,0 +1,226 @@
+"""Synthetic shape scenes: images, captions and question-answer pairs from one seed.
+
+A scene holds 1-3 shapes (kind, colour, size, position) drawn with Pillow on a light canvas.
+Every scene carries several true captions ("a red circle left of a blue square") and
+question-answer pairs ("what colour is the circle?" -> "red", kept for a later VQA task).
+
+Compositional split: some (colour, shape) PAIRS never appear in training scenes, although each
+colour and each shape alone does (Johnson et al. 2017, CLEVR CoGenT, arXiv:1612.06890, held
+out attribute combinations the same way). Held-out scenes contain at least one such pair, so
+retrieving them is a test of composition, not memory.
+
+Scene ``i`` of a split is a pure function of ``(seed, split, i)``: no files to download.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageDraw
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "orange": (245, 140, 0),
+    "yellow": (225, 205, 0),
+    "green": (30, 155, 45),
+    "blue": (35, 70, 225),
+    "purple": (140, 45, 185),
+}
+KINDS = ("circle", "square", "triangle", "star")
+SIZES = {"small": 0.09, "large": 0.14}  # half-width as a fraction of the canvas
+# never seen together in training: each colour and each kind still appears with others
+HELDOUT_PAIRS = frozenset({("red", "triangle"), ("orange", "star"), ("yellow", "square"),
+                           ("green", "circle"), ("blue", "star"), ("purple", "square")})
+NUMBERS = {1: "one", 2: "two", 3: "three"}
+BACKGROUND = (245, 245, 240)
+TRAIN_TEMPLATES = ("{}", "a picture of {}", "an image showing {}", "a drawing of {}")
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    colour: str
+    size: str
+    x: float  # centre, as a fraction of the canvas width (0 = left)
+    y: float  # centre, as a fraction of the canvas height (0 = top)
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.colour, self.kind)
+
+    def phrase(self, with_size: bool = False) -> str:
+        return article(f"{self.size + ' ' if with_size else ''}{self.colour} {self.kind}")
+
+
+@dataclass
+class Scene:
+    shapes: list[Shape]
+    captions: list[str] = field(default_factory=list)
+    qa: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        """The scene's content as a sorted multiset of (colour, kind): its 'description'."""
+        return tuple(sorted(s.pair for s in self.shapes))
+
+    def render(self, size: int = 64) -> Image.Image:
+        return render(self.shapes, size)
+
+
+def article(noun_phrase: str) -> str:
+    return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
+
+
+def relation(a: Shape, b: Shape) -> str:
+    """Where ``a`` is relative to ``b``: the dominant axis decides."""
+    dx, dy = a.x - b.x, a.y - b.y
+    if abs(dx) >= abs(dy):
+        return "left of" if dx < 0 else "right of"
+    return "above" if dy < 0 else "below"
+
+
+# -- sampling ----------------------------------------------------------------------------------
+def _sample_shapes(rng: random.Random, n: int, heldout: bool) -> list[Shape]:
+    """n shapes in distinct cells of a 3x3 grid; training scenes avoid every held-out pair."""
+    cells = rng.sample(range(9), n)
+    pairs: list[tuple[str, str]] = []
+    allowed = [(c, k) for c in COLOURS for k in KINDS if (c, k) not in HELDOUT_PAIRS]
+    if heldout:  # the first shape is a held-out pair; the others may be anything
+        pairs.append(rng.choice(sorted(HELDOUT_PAIRS)))
+        pool = [(c, k) for c in COLOURS for k in KINDS]
+    else:
+        pool = allowed
+    while len(pairs) < n:
+        p = rng.choice(pool)
+        if p not in pairs:  # distinct objects keep captions like "the red circle" unambiguous
+            pairs.append(p)
+    rng.shuffle(pairs)
+    shapes = []
+    for (colour, kind), cell in zip(pairs, cells, strict=True):
+        jx, jy = rng.uniform(-0.04, 0.04), rng.uniform(-0.04, 0.04)
+        x, y = (cell % 3 + 0.5) / 3 + jx, (cell // 3 + 0.5) / 3 + jy
+        shapes.append(Shape(kind, colour, rng.choice(list(SIZES)), x, y))
+    return shapes
+
+
+def make_scene(rng: random.Random, heldout: bool = False, max_shapes: int = 3) -> Scene:
+    n = rng.randint(1, max_shapes)
+    shapes = _sample_shapes(rng, n, heldout)
+    return Scene(shapes, captions(shapes, rng), questions(shapes, rng))
+
+
+def scene_at(index: int, split: str = "train", seed: int = 0, max_shapes: int = 3) -> Scene:
+    """Scene ``index`` of ``split`` ('train' or 'heldout'), a pure function of its arguments."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"scene split must be 'train' or 'heldout', got {split!r}")
+    rng = random.Random(f"scenes/{seed}/{split}/{index}")
+    return make_scene(rng, heldout=split == "heldout", max_shapes=max_shapes)
+
+
+def scenes(n: int, split: str = "train", seed: int = 0, start: int = 0,
+           max_shapes: int = 3) -> list[Scene]:
+    return [scene_at(i, split, seed, max_shapes) for i in range(start, start + n)]
+
+
+def distinct_scenes(n: int, split: str = "heldout", seed: int = 0,
+                    max_shapes: int = 3) -> list[Scene]:
+    """The first ``n`` scenes of ``split`` whose content (multiset of colour+kind) is unique.
+
+    A retrieval gallery built from these has exactly one correct image per caption's content, so
+    recall@1 measures understanding rather than luck among look-alikes.
+    """
+    out: list[Scene] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    i = 0
+    while len(out) < n:
+        if i > 100 * n + 1000:
+            raise ValueError(f"cannot find {n} distinct '{split}' scenes; ask for fewer")
+        s = scene_at(i, split, seed, max_shapes)
+        i += 1
+        if s.key not in seen:
+            seen.add(s.key)
+            out.append(s)
+    return out
+
+
+# -- language --------------------------------------------------------------------------------
+def describe(shapes: list[Shape], rng: random.Random) -> str:
+    """One true description: a list, or (for 2-3 shapes) a relation between two of them."""
+    sized = rng.random() < 0.5
+    order = sorted(shapes, key=lambda s: s.x) if rng.random() < 0.5 else rng.sample(shapes,
+                                                                                    len(shapes))
+    phrases = [s.phrase(sized) for s in order]
+    if len(shapes) == 1:
+        return phrases[0]
+    if rng.random() < 0.5:
+        a, b = order[0], order[1]
+        rel = f"{a.phrase(sized)} {relation(a, b)} {b.phrase(sized)}"
+        return rel if len(shapes) == 2 else f"{rel} and {phrases[2]}"
+    return " and ".join(phrases) if len(phrases) == 2 else (
+        f"{phrases[0]}, {phrases[1]} and {phrases[2]}")
+
+
+def captions(shapes: list[Shape], rng: random.Random, n: int = 4) -> list[str]:
+    """``n`` distinct true captions (different orders, relations, sizes and templates)."""
+    out: list[str] = []
+    for _ in range(20 * n):
+        text = rng.choice(TRAIN_TEMPLATES).format(describe(shapes, rng))
+        if text not in out:
+            out.append(text)
+        if len(out) == n:
+            break
+    return out
+
+
+def questions(shapes: list[Shape], rng: random.Random) -> list[tuple[str, str]]:
+    """Question-answer pairs about counts, colours, kinds, relations and presence."""
+    qa = [("how many shapes are there?", NUMBERS[len(shapes)])]
+    for s in shapes:
+        qa.append((f"what colour is the {s.kind}?", s.colour)
+                  if sum(t.kind == s.kind for t in shapes) == 1 else
+                  (f"what shape is {s.colour}?", s.kind))
+    if len(shapes) >= 2:
+        a, b = shapes[0], shapes[1]
+        where = f"{relation(a, b)} the {b.colour} {b.kind}"
+        qa.append((f"where is the {a.colour} {a.kind}?", where))
+    colour, kind = rng.choice(list(COLOURS)), rng.choice(KINDS)
+    present = any(s.pair == (colour, kind) for s in shapes)
+    qa.append((f"is there {article(colour + ' ' + kind)}?", "yes" if present else "no"))
+    return qa
+
+
+# -- drawing ---------------------------------------------------------------------------------
+def render(shapes: list[Shape], size: int = 64) -> Image.Image:
+    """Draw shapes on a light canvas: (size, size) RGB."""
+    img = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    for s in shapes:
+        _draw(draw, s, size)
+    return img
+
+
+def _draw(draw: ImageDraw.ImageDraw, s: Shape, size: int) -> None:
+    cx, cy, r = s.x * size, s.y * size, SIZES[s.size] * size
+    fill = COLOURS[s.colour]
+    if s.kind == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif s.kind == "square":
+        q = r * 0.85  # equal area feel next to the circle
+        draw.rectangle((cx - q, cy - q, cx + q, cy + q), fill=fill)
+    elif s.kind == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
+    elif s.kind == "star":
+        draw.polygon(_star_points(cx, cy, r * 1.15), fill=fill)
+    else:
+        raise ValueError(f"unknown shape kind {s.kind!r} (known: {', '.join(KINDS)})")
+
+
+def _star_points(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    pts = []
+    for i in range(10):
+        rad = r if i % 2 == 0 else r * 0.45
+        ang = -math.pi / 2 + i * math.pi / 5
+        pts.append((cx + rad * math.cos(ang), cy + rad * math.sin(ang)))
+    return pts
