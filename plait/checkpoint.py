@@ -106,14 +106,18 @@ def _few(keys: list[str], n: int = 5) -> str:
 
 
 def save_model(model: nn.Module, folder: str | Path,
-               extra_config: dict[str, Any] | None = None) -> None:
-    """Write ``config.json`` (architecture + config) and ``model.safetensors`` into ``folder``."""
+               extra_config: dict[str, Any] | None = None,
+               metadata: dict[str, str] | None = None) -> None:
+    """Write ``config.json`` (architecture + config) and ``model.safetensors`` into ``folder``.
+
+    ``metadata`` goes into the safetensors header (the trainer records its step there).
+    """
     from plait.models import model_type_of
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {MODEL_KEY: model_type_of(model), **model.config.to_dict(), **(extra_config or {})}
-    save_weights(model, folder / WEIGHTS_NAME)
+    save_weights(model, folder / WEIGHTS_NAME, metadata)
     atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
 
 
