@@ -1,0 +1,125 @@
+"""Declarative key maps between Hugging Face state dicts and plait's.
+
+A family (GPT-2, BERT, ViT, CLIP) describes its checkpoint layout as a list of :class:`Rule`:
+
+    Rule("h.{i}.attn.c_attn.weight", "transformer.blocks.{i}.attn.qkv.weight", "transpose")
+
+``{i}`` stands for the layer index, a ``plait`` name of ``None`` drops the Hugging Face key
+(buffers such as GPT-2's ``attn.bias`` causal mask), and the third field names a transform
+from :data:`TRANSFORMS`. The same list drives import (HF -> plait) and export (plait -> HF),
+so the two directions cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Transform:
+    """``to_plait(hf tensors) -> plait tensor`` and its inverse ``to_hf``."""
+
+    to_plait: Callable[[list[Tensor]], Tensor]
+    to_hf: Callable[[Tensor, int], list[Tensor]]  # (plait tensor, number of HF tensors)
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "": Transform(lambda ts: ts[0], lambda t, n: [t]),
+    # GPT-2 stores Linear layers as Conv1D with weight (in, out); nn.Linear wants (out, in)
+    "transpose": Transform(lambda ts: ts[0].t(), lambda t, n: [t.t()]),
+    # separate q, k, v projections -> one fused qkv Linear (rows stacked q, k, v)
+    "cat": Transform(lambda ts: torch.cat(ts, dim=0), lambda t, n: list(t.chunk(n, dim=0))),
+    # a class token stored as (C,) (CLIP) or (1, 1, C) (ViT) -> plait's (1, 1, C)
+    "vec_to_token": Transform(lambda ts: ts[0].reshape(1, 1, -1), lambda t, n: [t.reshape(-1)]),
+    # a position table stored as (1, N, C) (ViT) -> an nn.Embedding weight (N, C)
+    "squeeze0": Transform(lambda ts: ts[0].squeeze(0), lambda t, n: [t[None]]),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One (or several, fused) HF tensors <-> one plait tensor."""
+
+    hf: str | tuple[str, ...]
+    plait: str | None
+    transform: str = ""
+
+    @property
+    def hf_names(self) -> tuple[str, ...]:
+        return (self.hf,) if isinstance(self.hf, str) else self.hf
+
+    def at(self, i: int) -> Rule:
+        """This rule with ``{i}`` replaced by layer ``i``."""
+        hf = tuple(n.replace("{i}", str(i)) for n in self.hf_names)
+        plait = None if self.plait is None else self.plait.replace("{i}", str(i))
+        return Rule(hf, plait, self.transform)
+
+
+def expand(rules: list[Rule], n_layer: int) -> list[Rule]:
+    """Concrete rules: each ``{i}`` rule once per layer."""
+    out = []
+    for r in rules:
+        layered = any("{i}" in n for n in r.hf_names)
+        out.extend(r.at(i) for i in range(n_layer if layered else 1))
+    return out
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(f"'{k}'" for k in keys[:n]) + more
+
+
+def to_plait(hf_state: dict[str, Tensor], rules: list[Rule],
+             expected: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    """Rename and transform a HF state dict into plait names, checking names and shapes.
+
+    Args:
+        rules: concrete rules (after :func:`expand`).
+        expected: the plait model's state dict (shapes to check against).
+        source: the weights file, named in every error.
+    """
+    out: dict[str, Tensor] = {}
+    used: set[str] = set()
+    missing: list[str] = []
+    for r in rules:
+        names = r.hf_names
+        if r.plait is None:
+            used.update(names)
+            continue
+        if r.plait not in expected:  # e.g. a head the chosen architecture does not have
+            continue
+        absent = [n for n in names if n not in hf_state]
+        if absent:
+            missing.extend(absent)
+            continue
+        used.update(names)
+        tf = TRANSFORMS[r.transform]
+        want = tf.to_hf(torch.empty(expected[r.plait].shape, device="meta"), len(names))
+        for n, w in zip(names, want, strict=True):
+            if tuple(hf_state[n].shape) != tuple(w.shape):
+                raise ValueError(f"{source}: tensor '{n}' has shape {tuple(hf_state[n].shape)},"
+                                 f" the config implies {tuple(w.shape)}")
+        out[r.plait] = tf.to_plait([hf_state[n] for n in names]).contiguous()
+    if missing:
+        raise ValueError(f"{source}: missing tensor(s) {_few(missing)}")
+    unexpected = [k for k in hf_state if k not in used]
+    if unexpected:
+        raise ValueError(f"{source}: unexpected tensor(s) {_few(unexpected)} (not part of this"
+                         " architecture; is config.json the right one?)")
+    return out
+
+
+def to_hf(state: dict[str, Tensor], rules: list[Rule]) -> dict[str, Tensor]:
+    """Rename and transform a plait state dict into HF names (the inverse of :func:`to_plait`)."""
+    out: dict[str, Tensor] = {}
+    for r in rules:
+        if r.plait is None or r.plait not in state:
+            continue
+        tensors = TRANSFORMS[r.transform].to_hf(state[r.plait], len(r.hf_names))
+        for n, t in zip(r.hf_names, tensors, strict=True):
+            out[n] = t.contiguous()
+    return out
