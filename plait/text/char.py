@@ -1,0 +1,76 @@
+"""Character-level tokenizer: one id per distinct character of the training text.
+
+The vocabulary is the sorted set of characters, as in nanoGPT's shakespeare_char (Karpathy's
+char-rnn). It is saved as ``tokenizer.json`` in a small plait format::
+
+    {"type": "plait-char", "version": 1, "chars": ["\\n", " ", "!", ...]}
+
+where the id of a character is its index in ``chars``. There is no unknown token: a character
+outside the vocabulary is an error, because the model never saw it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from plait.checkpoint import atomic_write_text
+from plait.text.base import TOKENIZER_FILE
+
+CHAR_TYPE = "plait-char"
+
+
+class CharTokenizer:
+    """Characters <-> ids; ``CharTokenizer.train(text)`` builds the vocabulary."""
+
+    eos_token_id = None  # no end-of-text symbol: the text is one long stream
+    pad_token_id = 0  # padded positions are masked, so reusing id 0 is safe
+
+    def __init__(self, chars: list[str]):
+        if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise ValueError("CharTokenizer needs a non-empty list of distinct single characters")
+        self.chars = list(chars)
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def train(cls, text: str) -> CharTokenizer:
+        if not text:
+            raise ValueError("cannot build a character vocabulary from empty text")
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        stoi = self.stoi
+        try:
+            return [stoi[c] for c in text]
+        except KeyError:
+            unknown = [(i, c) for i, c in enumerate(text) if c not in stoi]
+            shown = ", ".join(f"{c!r} at position {i}" for i, c in unknown[:5])
+            more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+            raise ValueError(
+                f"character(s) not in the vocabulary: {shown}{more}; this model's vocabulary is "
+                f"the {self.vocab_size} characters of its training text, so remove or replace them"
+            ) from None
+
+    def decode(self, ids: list[int]) -> str:
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token id(s) {bad[:5]} outside the vocabulary [0, {self.vocab_size})")
+        return "".join(self.chars[i] for i in ids)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / TOKENIZER_FILE
+        data = {"type": CHAR_TYPE, "version": 1, "chars": self.chars}
+        atomic_write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CharTokenizer:
+        return cls(list(data["chars"]))
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size})"
