@@ -12,17 +12,12 @@ from typing import Any
 
 from torch import Tensor
 
-from plait.hf.io import require
+from plait.hf.io import ACTS, ACTS_OUT, require
 from plait.hf.keymap import Rule, expand
 from plait.models.gpt import GPT, GPTConfig
 
 MODEL_TYPES = ("gpt2",)
 
-# Hugging Face activation name -> plait MLP kind (both tanh approximations are the same formula)
-ACTS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
-        "relu": "relu", "silu": "silu", "swish": "silu", "quick_gelu": "quick_gelu"}
-ACTS_OUT = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu",
-            "quick_gelu": "quick_gelu"}
 
 PREFIX = "transformer."  # GPT2LMHeadModel's body; a bare GPT2Model has no prefix
 BLOCK = "transformer.blocks.{i}"

@@ -21,6 +21,12 @@ SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 
+# Hugging Face activation name -> plait activation (both tanh approximations are one formula)
+ACTS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
+        "relu": "relu", "silu": "silu", "swish": "silu", "quick_gelu": "quick_gelu"}
+ACTS_OUT = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu",
+            "quick_gelu": "quick_gelu"}
+
 
 def read_config(folder: str | Path) -> dict[str, Any]:
     return read_model_config(folder)

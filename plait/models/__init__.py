@@ -9,10 +9,12 @@ from __future__ import annotations
 import torch.nn as nn
 
 from plait.config import Config
+from plait.models.bert import Bert, BertConfig
 from plait.models.gpt import GPT, GPTConfig
 
 REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {
     "gpt": (GPTConfig, GPT),
+    "bert": (BertConfig, Bert),
 }
 
 
@@ -23,4 +25,4 @@ def model_type_of(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} is not in plait.models.REGISTRY")
 
 
-__all__ = ["GPT", "GPTConfig", "REGISTRY", "model_type_of"]
+__all__ = ["GPT", "Bert", "BertConfig", "GPTConfig", "REGISTRY", "model_type_of"]

@@ -1,0 +1,179 @@
+"""BERT: a bidirectional Transformer encoder (Devlin et al. 2018, arXiv:1810.04805).
+
+token ids -> word + learned position + token-type embeddings -> LayerNorm -> N post-norm blocks
+(Vaswani 2017 §3.1: x = LN(x + Sublayer(x))) -> hidden states (B, T, C).
+
+Heads are modules chosen by ``BertConfig.head``:
+
+- ``"none"``: the encoder plus BERT's pooler (tanh(W h_[CLS] + b), Devlin §3 "C").
+- ``"mlm"``: masked-LM head, dense -> act -> LayerNorm -> decoder tied to the word embedding
+  (+ a per-token bias) (Devlin §3.1 task #1).
+- ``"classify"``: pooler -> dropout -> Linear(num_labels) (Devlin §4.1).
+
+``model(input_ids, attention_mask, token_type_ids)`` always returns hidden states;
+``model.logits(...)`` runs the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from plait.config import Config
+from plait.nn import AttnInputs, Learned, PostNormBlock, SelfAttention, Stack, make_attn_mask
+from plait.nn.layers import ACTIVATIONS, make_mlp
+
+HeadKind = Literal["none", "mlm", "classify"]
+
+
+@dataclass(frozen=True)
+class BertConfig(Config):
+    """Hyperparameters of a BERT encoder (GPT-2-style names; HF names in comments)."""
+
+    vocab_size: int = 30522
+    n_layer: int = 12  # num_hidden_layers
+    n_head: int = 12  # num_attention_heads
+    n_embd: int = 768  # hidden_size
+    n_inner: int = 3072  # intermediate_size
+    block_size: int = 512  # max_position_embeddings
+    type_vocab_size: int = 2
+    mlp: str = "gelu"  # hidden_act
+    norm_eps: float = 1e-12  # layer_norm_eps
+    dropout: float = 0.1  # hidden_dropout_prob
+    pad_token_id: int = 0
+    head: HeadKind = "none"
+    num_labels: int = 2  # classify head only
+    classifier_dropout: float | None = None  # None: use dropout
+    tie_embeddings: bool = True  # mlm decoder shares the word embedding
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_inner", "block_size",
+                     "type_vocab_size", "num_labels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"BertConfig.n_embd ({self.n_embd}) must be divisible by n_head"
+                             f" ({self.n_head})")
+        if self.mlp not in ACTIVATIONS:
+            raise ValueError(f"BertConfig.mlp must be one of {', '.join(ACTIVATIONS)},"
+                             f" got {self.mlp!r}")
+
+
+class Pooler(nn.Module):
+    """tanh(W h_0 + b): the [CLS] summary BERT's next-sentence task trained."""
+
+    def __init__(self, n_embd: int):
+        super().__init__()
+        self.dense = nn.Linear(n_embd, n_embd)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.tanh(self.dense(h[:, 0]))  # (B, C)
+
+
+class MLMHead(nn.Module):
+    """dense -> act -> LayerNorm -> decoder (tied to the word embedding) + bias."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.transform = nn.Linear(c.n_embd, c.n_embd)
+        self.act = ACTIVATIONS[c.mlp]()
+        self.norm = nn.LayerNorm(c.n_embd, eps=c.norm_eps)
+        self.decoder = nn.Linear(c.n_embd, c.vocab_size)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.decoder(self.norm(self.act(self.transform(h))))  # (B, T, V)
+
+
+class Classifier(nn.Module):
+    """dropout -> Linear over the pooled [CLS] vector."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        p = c.dropout if c.classifier_dropout is None else c.classifier_dropout
+        self.drop = nn.Dropout(p)
+        self.out = nn.Linear(c.n_embd, c.num_labels)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.out(self.drop(pooled))  # (B, num_labels)
+
+
+def make_head(c: BertConfig) -> nn.Module:
+    if c.head == "mlm":
+        return MLMHead(c)
+    if c.head == "classify":
+        return Classifier(c)
+    return nn.Identity()
+
+
+class Bert(nn.Module):
+    """``model(input_ids, attention_mask=None, token_type_ids=None) -> hidden (B, T, C)``."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.pos = Learned(c.block_size, c.n_embd)
+        self.wtt = nn.Embedding(c.type_vocab_size, c.n_embd)
+        self.norm_emb = nn.LayerNorm(c.n_embd, eps=c.norm_eps)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = Stack([
+            PostNormBlock(
+                SelfAttention(c.n_embd, c.n_head, dropout=c.dropout),
+                make_mlp(c.mlp, c.n_embd, c.n_inner, dropout=c.dropout),
+                nn.LayerNorm(c.n_embd, eps=c.norm_eps),
+                nn.LayerNorm(c.n_embd, eps=c.norm_eps),
+            )
+            for _ in range(c.n_layer)
+        ])
+        # masked-LM checkpoints have no pooler; the other two heads use it
+        self.pooler = Pooler(c.n_embd) if c.head != "mlm" else nn.Identity()
+        self.head = make_head(c)
+        self.apply(self._init_weights)
+        if c.head == "mlm" and c.tie_embeddings:
+            self.head.decoder.weight = self.wte.weight
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear | nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, C); ``attention_mask`` (B, T) is 1 for tokens, 0 for padding."""
+        if input_ids.dim() != 2:
+            raise ValueError(
+                f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
+        B, T = input_ids.shape
+        if input_ids.shape[1] > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds max_position_embeddings"
+                             f" {self.config.block_size}; truncate the input")
+        if attention_mask is not None and attention_mask.shape != (B, T):
+            raise ValueError(f"attention_mask must be {(B, T)}, got {tuple(attention_mask.shape)}")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        pos = torch.arange(T, device=input_ids.device)[None]  # (1, T): BERT pads on the right
+        x = self.wte(input_ids) + self.wtt(token_type_ids) + self.pos.embed(pos)  # (B, T, C)
+        x = self.drop(self.norm_emb(x))
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        mask, _ = make_attn_mask(T, T, causal=False, key_padding=attention_mask)
+        return self.encoder(x, AttnInputs(mask))
+
+    def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               token_type_ids: Tensor | None = None) -> Tensor:
+        """BERT's pooled [CLS] vector (B, C)."""
+        return self.pooler(self(input_ids, attention_mask, token_type_ids))
+
+    def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               token_type_ids: Tensor | None = None) -> Tensor:
+        """The head's output: mlm (B, T, V), classify (B, num_labels), none: pooled (B, C)."""
+        h = self(input_ids, attention_mask, token_type_ids)
+        if self.config.head == "mlm":
+            return self.head(h)
+        return self.head(self.pooler(h))
