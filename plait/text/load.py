@@ -25,7 +25,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from plait.text.base import TOKENIZER_FILE, Tokenizer
 from plait.text.bpe import EOS_TOKEN, BPETokenizer
 from plait.text.char import CHAR_TYPE, CharTokenizer
-from plait.text.wordpiece import SPECIALS, WordPieceTokenizer, bert_normalizer
+from plait.text.wordpiece import SPECIALS, WordPieceTokenizer, cls_sep_template
 
 HF_FILES = "tokenizer.json, vocab.json + merges.txt (GPT-2) or vocab.txt (BERT)"
 
@@ -73,11 +73,20 @@ def _from_tokenizer_json(path: Path, config: dict[str, Any]) -> Tokenizer:
     if kind == "BPE":
         return BPETokenizer(backend, eos_token=_token(config.get("eos_token", EOS_TOKEN)),
                             pad_token=_token(config.get("pad_token")))
-    if config:  # transformers 5 rebuilds BERT's normalizer from tokenizer_config.json
-        backend.normalizer = bert_normalizer(config.get("do_lower_case", True),
-                                             config.get("strip_accents"),
-                                             config.get("tokenize_chinese_chars", True))
-    return WordPieceTokenizer(backend, _specials(config, SPECIALS))
+    specials = _specials(config, SPECIALS)
+    if config:  # like transformers 5: rebuild from the vocabulary and tokenizer_config.json
+        return _wordpiece_from_vocab(data["model"]["vocab"], config, backend.post_processor)
+    if backend.post_processor is None:
+        backend.post_processor = cls_sep_template(backend.get_vocab(), specials)
+    return WordPieceTokenizer(backend, specials)
+
+
+def _wordpiece_from_vocab(vocab, config: dict[str, Any], post_processor=None) -> Tokenizer:
+    return WordPieceTokenizer.from_vocab(
+        vocab, do_lower_case=config.get("do_lower_case", True),
+        strip_accents=config.get("strip_accents"),
+        tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
+        specials=_specials(config, SPECIALS), post_processor=post_processor)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -102,9 +111,5 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
             special_tokens=sorted(t for t in specials if t), eos_token=eos,
             pad_token=_token(config.get("pad_token")))
     if (path / "vocab.txt").is_file():
-        return WordPieceTokenizer.from_vocab(
-            path / "vocab.txt", do_lower_case=config.get("do_lower_case", True),
-            strip_accents=config.get("strip_accents"),
-            tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
-            specials=_specials(config, SPECIALS))
+        return _wordpiece_from_vocab(path / "vocab.txt", config)
     raise FileNotFoundError(f"no tokenizer in {path}: expected {HF_FILES}")

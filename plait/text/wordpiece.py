@@ -46,13 +46,16 @@ class WordPieceTokenizer(BackedTokenizer):
         self.unk_token_id = self._id(self.specials["unk_token"])
 
     @classmethod
-    def from_vocab(cls, vocab_file: str | Path, do_lower_case: bool = True,
+    def from_vocab(cls, vocab: str | Path | dict[str, int], do_lower_case: bool = True,
                    strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
-                   specials: dict[str, str] | None = None) -> WordPieceTokenizer:
-        """Build from a BERT ``vocab.txt`` (one token per line; the line number is the id)."""
+                   specials: dict[str, str] | None = None,
+                   post_processor: processors.PostProcessor | None = None) -> WordPieceTokenizer:
+        """Build from a BERT ``vocab.txt`` (one token per line; the line number is the id) or a
+        token -> id dict, the way ``transformers``' ``BertTokenizer`` builds its pipeline."""
         sp = {**SPECIALS, **(specials or {})}
-        with open(vocab_file, encoding="utf-8") as f:
-            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+        if not isinstance(vocab, dict):
+            with open(vocab, encoding="utf-8") as f:
+                vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
         backend = RustTokenizer(models.WordPiece(vocab, unk_token=sp["unk_token"],
                                                  max_input_chars_per_word=100))
         backend.normalizer = bert_normalizer(do_lower_case, strip_accents, tokenize_chinese_chars)
@@ -60,11 +63,17 @@ class WordPieceTokenizer(BackedTokenizer):
         backend.decoder = decoders.WordPiece(prefix="##")
         # specials are matched in the raw text first, so a literal "[MASK]" stays one token
         backend.add_special_tokens([t for t in sp.values() if t in vocab])
-        cls_, sep = sp["cls_token"], sp["sep_token"]
-        if cls_ in vocab and sep in vocab:
-            backend.post_processor = processors.TemplateProcessing(
-                single=f"{cls_}:0 $A:0 {sep}:0",
-                pair=f"{cls_}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-                special_tokens=[(cls_, vocab[cls_]), (sep, vocab[sep])],
-            )
+        backend.post_processor = post_processor or cls_sep_template(vocab, sp)
         return cls(backend, sp)
+
+
+def cls_sep_template(vocab: dict[str, int], sp: dict[str, str]) -> processors.PostProcessor | None:
+    """``[CLS] A [SEP]`` (and ``[CLS] A [SEP] B [SEP]`` for pairs), as BERT was trained."""
+    cls_, sep = sp["cls_token"], sp["sep_token"]
+    if cls_ not in vocab or sep not in vocab:
+        return None
+    return processors.TemplateProcessing(
+        single=f"{cls_}:0 $A:0 {sep}:0",
+        pair=f"{cls_}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls_, vocab[cls_]), (sep, vocab[sep])],
+    )
