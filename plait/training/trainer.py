@@ -1,0 +1,274 @@
+"""The training loop: one explicit loop for every model, in the style of nanoGPT's ``train.py``.
+
+Each optimizer step (``Trainer.train_step``):
+
+    for micro in range(grad_accum):            # gradient accumulation
+        loss = task.loss(model, batch) / grad_accum   (bf16 autocast on CUDA)
+        loss.backward()                        # DDP all-reduces grads on the last micro-step
+    clip_grad_norm_(grad_clip); lr = lr_at(step); AdamW.step(); zero_grad(set_to_none=True)
+
+AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101) decays only 2-D weights (matmuls and
+embeddings), not biases or norm gains. Around the step, ``Trainer.fit`` logs loss, tokens/s and
+ETA every ``log_interval`` steps to a tqdm bar and ``metrics.jsonl``, evaluates every
+``eval_interval`` steps (early stopping after ``patience`` evals without improvement), saves a
+resumable checkpoint every ``save_interval`` steps, and at the end evaluates the *whole*
+validation split, prints ``val loss X.XX``, saves, and plots the loss curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from plait.checkpoint import WEIGHTS_NAME, atomic_write_text, load_weights_into, read_safetensors
+from plait.training import distributed
+from plait.training.plotting import METRICS_NAME, PLOT_NAME, MetricsLog, plot_losses
+from plait.training.recipe import Recipe, TrainConfig
+from plait.training.schedule import lr_at
+from plait.training.state import (
+    RECIPE_NAME,
+    copy_file,
+    load_trainer_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from plait.training.tasks import TASKS, Task, to_device
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
+    """A fresh model from ``[model]``, or the ``init_from`` folder to fine-tune (``plait.load``)."""
+    from plait.checkpoint import load
+    from plait.models import REGISTRY
+
+    if not recipe.train.init_from:
+        config = task.model_config(recipe.model)
+        return REGISTRY[recipe.arch][1](config).to(device)
+    model = load(recipe.train.init_from, device=device).train()
+    wanted = task.model_config(model.config)
+    if wanted != model.config:
+        diff = {k: v for k, v in wanted.to_dict().items() if model.config.to_dict()[k] != v}
+        raise ValueError(f"train.init_from {recipe.train.init_from} does not fit the data: the"
+                         f" task needs {diff}")
+    return model
+
+
+def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on 2-D tensors only (matmul weights, embeddings)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = device.type == "cuda"  # one kernel for all parameters on GPU
+    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=fused)
+
+
+def autocast(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast (weights and optimizer stay fp32) or nothing; "auto" = bf16 on CUDA only."""
+    if dtype == "auto":
+        use = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    else:
+        use = dtype == "bfloat16"
+    if not use:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+class Trainer:
+    """Runs one recipe: ``Trainer(recipe, resume).fit()`` -> final metrics."""
+
+    def __init__(self, recipe: Recipe, resume: bool = False, callbacks: Sequence[Callback] = ()):
+        t = self.t = recipe.train
+        self.recipe, self.callbacks = recipe, list(callbacks)
+        self.dist, self.device = distributed.setup(t.device)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        seed_everything(t.seed)  # the same on every rank, so every replica starts identical
+        self.task = TASKS[recipe.task](recipe.data, t, self.dist)
+        self.model = build_model(recipe, self.task, self.device)
+        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.out = Path(t.out_dir)
+        self.metrics = MetricsLog(self.out / METRICS_NAME, enabled=self.dist.is_main)
+        self.state: dict[str, Any] = {"step": 0, "best_val": math.inf, "bad_evals": 0}
+        if resume:
+            self._restore()
+        else:
+            self._start()
+        self.ddp = distributed.wrap(self.model, self.dist, self.device)
+        self.net = torch.compile(self.ddp) if t.compile else self.ddp
+
+    def _start(self) -> None:
+        if self.dist.rank:
+            seed_everything(self.t.seed + self.dist.rank)  # each rank its own dropout masks
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.metrics.reset()
+
+    def _restore(self) -> None:
+        """Continue from ``out_dir``: weights, optimizer, progress, RNG, metrics up to the step."""
+        state = load_trainer_state(self.out)
+        weights = self.out / WEIGHTS_NAME
+        load_weights_into(self.model, read_safetensors(weights), str(weights))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.state = {k: state[k] for k in ("step", "best_val", "bad_evals")}
+        rngs = state["rng"]
+        if self.dist.rank < len(rngs):
+            set_rng_state(rngs[self.dist.rank])
+        else:  # resumed on more ranks than before: the new ones start a fresh stream
+            seed_everything(self.t.seed + self.dist.rank + self.state["step"])
+        self.metrics.truncate_after(self.state["step"])
+
+    # -- one optimizer step ------------------------------------------------------------------
+    def train_step(self, step: int) -> tuple[torch.Tensor, int]:
+        """Accumulate ``grad_accum`` micro-batches, clip, step. Returns (loss, items seen)."""
+        t, A = self.t, self.t.grad_accum
+        lr = lr_at(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, items = torch.zeros((), device=self.device), 0
+        for micro in range(A):
+            batch = to_device(self.task.train_batch(step, micro), self.device)
+            last = micro == A - 1
+            # DDP: all-reduce the gradients once, after the last micro-batch
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()
+            with sync:
+                with autocast(t.dtype, self.device):
+                    loss = self.task.loss(self.net, batch) / A
+                loss.backward()
+            total += loss.detach()
+            items += self.task.count(batch)
+        if t.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, items
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train to ``max_steps`` (or early stop / time budget), then the whole-split eval."""
+        t, s, main = self.t, self.state, self.dist.is_main
+        bar = tqdm(total=t.max_steps, initial=s["step"], disable=not (main and t.progress),
+                   unit="step", dynamic_ncols=True, leave=False)
+        start = time.perf_counter()
+        window = {"time": 0.0, "items": 0, "steps": 0, "train_time": 0.0}
+        stop = ""
+        while s["step"] < t.max_steps and not stop:
+            tic = time.perf_counter()
+            loss, items = self.train_step(s["step"])
+            s["step"] += 1
+            dt = time.perf_counter() - tic
+            window["time"] += dt
+            window["items"] += items * self.dist.world
+            window["train_time"] += dt
+            window["steps"] += 1
+            step = s["step"]
+            if step % t.log_interval == 0 or step == t.max_steps:
+                self._log_train(step, loss, window, bar)
+            if t.eval_interval and step % t.eval_interval == 0 and step < t.max_steps:
+                stop = self._periodic_eval(step, bar)
+            out_of_time = t.max_minutes > 0 and time.perf_counter() - start > 60 * t.max_minutes
+            if distributed.broadcast_flag(out_of_time, self.dist, self.device) and not stop:
+                stop = f"time budget of {t.max_minutes} min reached"
+            if t.save_interval and step % t.save_interval == 0:
+                self.save()
+            bar.update(1)
+        bar.close()
+        return self._finish(stop, time.perf_counter() - start)
+
+    def _log_train(self, step: int, loss: torch.Tensor, w: dict[str, float], bar: tqdm) -> None:
+        loss_v = distributed.all_sum([float(loss)], self.dist, self.device)[0] / self.dist.world
+        tok_s = w["items"] / max(w["time"], 1e-9)
+        sec_per_step = w["train_time"] / max(w["steps"], 1)
+        eta = (self.t.max_steps - step) * sec_per_step
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar.set_postfix(loss=f"{loss_v:.4f}", tok_s=f"{tok_s:,.0f}")
+        self._event({"event": "train", "step": step, "loss": loss_v, "lr": lr,
+                     "tok_per_s": round(tok_s, 1), "eta_s": round(eta, 1)})
+        w["time"], w["items"] = 0.0, 0
+
+    def _evaluate(self, max_batches: int | None) -> float:
+        self.model.eval()
+        with torch.no_grad(), autocast(self.t.dtype, self.device):
+            metrics = self.task.evaluate(self.net, self.device, max_batches)
+        self.model.train()
+        return metrics["loss"]
+
+    def _periodic_eval(self, step: int, bar: tqdm) -> str:
+        """Evaluate; update early stopping. Returns why to stop, or ""."""
+        s = self.state
+        val = self._evaluate(self.t.eval_batches or None)
+        if val < s["best_val"]:
+            s["best_val"], s["bad_evals"] = val, 0
+        else:
+            s["bad_evals"] += 1
+        self._event({"event": "eval", "step": step, "val_loss": val, "best_val": s["best_val"]})
+        if self.dist.is_main:
+            bar.write(f"step {step}: val loss {val:.4f} (best {s['best_val']:.4f})")
+        if self.t.patience and s["bad_evals"] >= self.t.patience:
+            return f"early stop: no better val loss in {self.t.patience} evals"
+        return ""
+
+    def _finish(self, stop: str, seconds: float) -> dict[str, float]:
+        val = self._evaluate(None)  # the whole validation split
+        step = self.state["step"]
+        self._event({"event": "final", "step": step, "val_loss": val, "train_s": seconds,
+                     "stopped": stop or "max_steps"})
+        self.save()
+        if self.dist.is_main:
+            plot_losses(self.metrics.read(), self.out / PLOT_NAME)
+            if stop:
+                print(stop)
+            print(f"val loss {val:.2f} (whole val split, {val:.4f} nats/token) after {step}"
+                  f" steps in {seconds:.0f}s -> {self.out}")
+        return {"step": step, "val_loss": val, "train_s": seconds}
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        self.metrics.write(event)
+        for callback in self.callbacks:
+            callback(event)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write a resumable checkpoint (every rank gathers RNG states; rank 0 writes)."""
+        rngs = distributed.all_gather(rng_state(), self.dist)
+        if not self.dist.is_main:
+            return
+        state = {**self.state, "optimizer": self.optimizer.state_dict(), "rng": rngs,
+                 "world": self.dist.world}
+        save_checkpoint(self.out, distributed.unwrap(self.model), state)
+        for src in self.task.files():
+            if src.is_file():
+                copy_file(src, self.out / src.name)
+        atomic_write_text(self.out / RECIPE_NAME, json.dumps(self.recipe.to_dict(), indent=2))
+
+
+def train(recipe: Recipe, resume: bool = False,
+          callbacks: Sequence[Callback] = ()) -> dict[str, float]:
+    """Run ``recipe`` (``resume``: continue from its ``out_dir``); returns the final metrics."""
+    try:
+        return Trainer(recipe, resume, callbacks).fit()
+    finally:
+        distributed.teardown()
