@@ -141,16 +141,17 @@ def _gpt2_folder(root: Path, layout: str) -> Path:
                             show_progress=False)
     folder = root / layout
     folder.mkdir()
-    if layout == "tokenizer_json":
+    if layout.startswith("tokenizer_json"):
         ref.save(str(folder / "tokenizer.json"))
     else:
         ref.save_model(str(folder))  # vocab.json + merges.txt
-    if layout == "prefix_space":
+    if layout.endswith("prefix_space"):
         (folder / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True}))
     return folder
 
 
-@pytest.mark.parametrize("layout", ["vocab_merges", "tokenizer_json", "prefix_space"])
+@pytest.mark.parametrize("layout", ["vocab_merges", "tokenizer_json", "prefix_space",
+                                    "tokenizer_json_prefix_space"])
 def test_gpt2_folder_matches_transformers(tmp_path, layout):
     folder = _gpt2_folder(tmp_path, layout)
     ours = load_tokenizer(folder)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as RustTokenizer
+from tokenizers import pre_tokenizers
 
 from plait.text.base import TOKENIZER_FILE, Tokenizer
 from plait.text.bpe import EOS_TOKEN, BPETokenizer
@@ -71,6 +72,11 @@ def _from_tokenizer_json(path: Path, config: dict[str, Any]) -> Tokenizer:
     except Exception as e:  # the Rust error type is not exported
         raise ValueError(f"cannot read {path} as a tokenizers file: {e}") from None
     if kind == "BPE":
+        pre = data.get("pre_tokenizer") or {}
+        if "add_prefix_space" in config and pre.get("type") == "ByteLevel":
+            # transformers 5 rebuilds GPT-2's pre-tokenizer from tokenizer_config.json
+            backend.pre_tokenizer = pre_tokenizers.ByteLevel(
+                add_prefix_space=bool(config["add_prefix_space"]))
         return BPETokenizer(backend, eos_token=_token(config.get("eos_token", EOS_TOKEN)),
                             pad_token=_token(config.get("pad_token")))
     specials = _specials(config, SPECIALS)
