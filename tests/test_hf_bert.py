@@ -16,7 +16,8 @@ from plait.models.bert import Bert, BertConfig
 transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4
-CLASSES = {"none": "BertModel", "mlm": "BertForMaskedLM", "classify": "BertForSequenceClassification"}
+CLASSES = {"none": "BertModel", "mlm": "BertForMaskedLM",
+           "classify": "BertForSequenceClassification"}
 
 
 def randomize(model, std=0.3):

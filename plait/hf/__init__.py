@@ -7,8 +7,9 @@ cannot reproduce exactly), renames the weights through the family's declarative 
 backwards and writes a folder ``transformers``' ``from_pretrained`` loads unchanged.
 
 Each family module provides ``MODEL_TYPES``, ``config_from_hf(cfg, where)``,
-``build(config, architecture)``, ``rules(config)``, ``normalize(state)`` and
-``config_to_hf(config)``.
+``build(config, architecture)``, ``rules(config)``, ``normalize(state)``,
+``denormalize(state, hf_config)``, ``exports(model)``, ``config_to_hf(config, model)`` and
+optionally ``adjust(config, state)``.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     where = str(folder / "config.json")
     fam = family_for(cfg, where)
     config = fam.config_from_hf(cfg, where)
-    architecture = (cfg.get("architectures") or [""])[0]
-    model = fam.build(config, architecture)
     hf_state, path = read_weights(folder)
-    state = to_plait(fam.normalize(hf_state), fam.rules(config), model.state_dict(), str(path))
+    hf_state = fam.normalize(hf_state)
+    if hasattr(fam, "adjust"):  # e.g. a ViTModel saved without its pooler
+        config = fam.adjust(config, hf_state)
+    model = fam.build(config, (cfg.get("architectures") or [""])[0])
+    state = to_plait(hf_state, fam.rules(config), model.state_dict(), str(path))
     load_weights_into(model, state, str(path))
     return model.to(device).eval()
 

@@ -11,10 +11,12 @@ import torch.nn as nn
 from plait.config import Config
 from plait.models.bert import Bert, BertConfig
 from plait.models.gpt import GPT, GPTConfig
+from plait.models.vit import ViT, ViTConfig
 
 REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {
     "gpt": (GPTConfig, GPT),
     "bert": (BertConfig, Bert),
+    "vit": (ViTConfig, ViT),
 }
 
 
@@ -25,4 +27,5 @@ def model_type_of(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} is not in plait.models.REGISTRY")
 
 
-__all__ = ["GPT", "Bert", "BertConfig", "GPTConfig", "REGISTRY", "model_type_of"]
+__all__ = ["GPT", "Bert", "BertConfig", "GPTConfig", "REGISTRY", "ViT", "ViTConfig",
+           "model_type_of"]

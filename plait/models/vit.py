@@ -1,0 +1,165 @@
+"""ViT: a Transformer encoder over image patches (Dosovitskiy et al. 2020, arXiv:2010.11929).
+
+pixels (B, 3, H, W) -> non-overlapping P x P patches, each linearly embedded (a Conv2d with
+stride P, Eq. 1) -> [class token] + patches + positions -> N pre-norm blocks -> final norm
+-> hidden states (B, 1 + N, C). ``pooled`` takes the class token (ViT, CLIP) or the mean of
+the patch tokens (Beyer et al. 2022, "Better plain ViT baselines", arXiv:2205.01580, which
+also uses fixed 2-D sin-cos positions: ``pos_embedding="sincos2d"``).
+
+CLIP's image tower is this model with ``pre_norm=True`` (a LayerNorm before the blocks),
+``patch_bias=False``, ``mlp="quick_gelu"``. Heads (``head``): ``"none"``; ``"tanh"``,
+Hugging Face ``ViTModel``'s pooler (dense + tanh on the class token); ``"classify"``, a Linear
+over the pooled vector (``ViTForImageClassification``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from plait.config import Config
+from plait.nn import AttnInputs, PreNormBlock, SelfAttention, Stack
+from plait.nn.layers import ACTIVATIONS, make_mlp
+
+
+@dataclass(frozen=True)
+class ViTConfig(Config):
+    """Hyperparameters of a Vision Transformer."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_inner: int | None = None  # MLP width; default 4 * n_embd
+    pooling: Literal["cls", "mean"] = "cls"  # "mean" has no class token
+    pos_embedding: Literal["learned", "sincos2d"] = "learned"
+    norm_eps: float = 1e-12
+    mlp: str = "gelu"
+    qkv_bias: bool = True
+    patch_bias: bool = True
+    pre_norm: bool = False  # CLIP: LayerNorm on the embeddings before the blocks
+    dropout: float = 0.0
+    head: Literal["none", "tanh", "classify"] = "none"
+    num_labels: int = 1000  # classify head only
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "num_channels", "n_layer", "n_head", "n_embd",
+                     "num_labels"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ViTConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"ViTConfig.image_size ({self.image_size}) must be a multiple of"
+                             f" patch_size ({self.patch_size})")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"ViTConfig.n_embd ({self.n_embd}) must be divisible by n_head"
+                             f" ({self.n_head})")
+        if self.mlp not in ACTIVATIONS:
+            raise ValueError(f"ViTConfig.mlp must be one of {', '.join(ACTIVATIONS)},"
+                             f" got {self.mlp!r}")
+        if self.pos_embedding == "sincos2d" and self.n_embd % 4:
+            raise ValueError(f"sincos2d positions need n_embd divisible by 4, got {self.n_embd}")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def n_tokens(self) -> int:
+        return self.grid**2 + (self.pooling == "cls")
+
+
+def sincos_2d(grid: int, dim: int, base: float = 10000.0) -> Tensor:
+    """Fixed positions (grid*grid, dim): sin/cos of the column, then sin/cos of the row."""
+    omega = base ** (-torch.arange(dim // 4, dtype=torch.float32) / (dim // 4 - 1 or 1))
+    y, x = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    ay, ax = y.flatten()[:, None] * omega, x.flatten()[:, None] * omega  # (N, dim/4)
+    return torch.cat((ax.sin(), ax.cos(), ay.sin(), ay.cos()), dim=1)
+
+
+class ViT(nn.Module):
+    """``model(pixel_values) -> hidden states (B, 1 + N, C)``; ``model.pooled(...) -> (B, C)``."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = c = config
+        P = c.patch_size
+        self.patch = nn.Conv2d(c.num_channels, c.n_embd, P, stride=P, bias=c.patch_bias)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.n_embd)) if c.pooling == "cls" else None
+        if c.pos_embedding == "learned":
+            self.pos = nn.Parameter(torch.zeros(1, c.n_tokens, c.n_embd))
+        else:  # fixed; the class token (if any) gets position zero
+            table = sincos_2d(c.grid, c.n_embd)
+            if c.pooling == "cls":
+                table = torch.cat((torch.zeros(1, c.n_embd), table))
+            self.register_buffer("pos", table[None], persistent=False)
+        self.drop = nn.Dropout(c.dropout)
+        self.norm_pre = nn.LayerNorm(c.n_embd, eps=c.norm_eps) if c.pre_norm else nn.Identity()
+        self.encoder = Stack(
+            [self._block(c) for _ in range(c.n_layer)],
+            final_norm=nn.LayerNorm(c.n_embd, eps=c.norm_eps),
+        )
+        self.head = make_head(c)
+        self._init_weights()
+
+    @staticmethod
+    def _block(c: ViTConfig) -> PreNormBlock:
+        attn = SelfAttention(c.n_embd, c.n_head, dropout=c.dropout)
+        if not c.qkv_bias:  # the output projection keeps its bias (ViT, CLIP checkpoints)
+            attn.qkv = nn.Linear(c.n_embd, 3 * c.n_embd, bias=False)
+        return PreNormBlock(
+            attn,
+            make_mlp(c.mlp, c.n_embd, c.n_inner or 4 * c.n_embd, dropout=c.dropout),
+            nn.LayerNorm(c.n_embd, eps=c.norm_eps),
+            nn.LayerNorm(c.n_embd, eps=c.norm_eps),
+        )
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Conv2d):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for p in (self.cls, self.pos):
+            if isinstance(p, nn.Parameter):
+                nn.init.trunc_normal_(p, std=0.02)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """Hidden states (B, 1 + N, C), or (B, N, C) with mean pooling (no class token)."""
+        c = self.config
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (
+                c.num_channels, c.image_size, c.image_size):
+            raise ValueError(f"pixel_values must be (batch, {c.num_channels}, {c.image_size},"
+                             f" {c.image_size}), got {tuple(pixel_values.shape)}; resize the"
+                             " images to the model's image_size")
+        x = self.patch(pixel_values.to(self.patch.weight.dtype))  # (B, C, H/P, W/P)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        if self.cls is not None:
+            x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1 + N, C)
+        x = self.norm_pre(self.drop(x + self.pos.to(x.dtype)))
+        return self.encoder(x, AttnInputs())
+
+    def pool(self, hidden: Tensor) -> Tensor:
+        """(B, T, C) hidden states -> (B, C): the class token or the patch mean."""
+        return hidden[:, 0] if self.config.pooling == "cls" else hidden.mean(dim=1)
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        """One vector per image (B, C), before any head."""
+        return self.pool(self(pixel_values))
+
+    def logits(self, pixel_values: Tensor) -> Tensor:
+        """The head on the pooled vector: tanh pooler (B, C), classifier (B, num_labels)."""
+        return self.head(self.pooled(pixel_values))
+
+
+def make_head(c: ViTConfig) -> nn.Module:
+    if c.head == "tanh":
+        return nn.Sequential(nn.Linear(c.n_embd, c.n_embd), nn.Tanh())
+    if c.head == "classify":
+        return nn.Linear(c.n_embd, c.num_labels)
+    return nn.Identity()
