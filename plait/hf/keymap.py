@@ -35,8 +35,8 @@ TRANSFORMS: dict[str, Transform] = {
     "cat": Transform(lambda ts: torch.cat(ts, dim=0), lambda t, n: list(t.chunk(n, dim=0))),
     # a class token stored as (C,) (CLIP) or (1, 1, C) (ViT) -> plait's (1, 1, C)
     "vec_to_token": Transform(lambda ts: ts[0].reshape(1, 1, -1), lambda t, n: [t.reshape(-1)]),
-    # a position table stored as (1, N, C) (ViT) -> an nn.Embedding weight (N, C)
-    "squeeze0": Transform(lambda ts: ts[0].squeeze(0), lambda t, n: [t[None]]),
+    # a position table stored as an nn.Embedding weight (N, C) (CLIP) -> plait's (1, N, C)
+    "unsqueeze0": Transform(lambda ts: ts[0][None], lambda t, n: [t.squeeze(0)]),
 }
 
 

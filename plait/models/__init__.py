@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from plait.config import Config
 from plait.models.bert import Bert, BertConfig
+from plait.models.clip import CLIP, CLIPConfig
 from plait.models.gpt import GPT, GPTConfig
 from plait.models.vit import ViT, ViTConfig
 
@@ -17,6 +18,7 @@ REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {
     "gpt": (GPTConfig, GPT),
     "bert": (BertConfig, Bert),
     "vit": (ViTConfig, ViT),
+    "clip": (CLIPConfig, CLIP),
 }
 
 
@@ -27,5 +29,5 @@ def model_type_of(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} is not in plait.models.REGISTRY")
 
 
-__all__ = ["GPT", "Bert", "BertConfig", "GPTConfig", "REGISTRY", "ViT", "ViTConfig",
-           "model_type_of"]
+__all__ = ["CLIP", "GPT", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "REGISTRY", "ViT",
+           "ViTConfig", "model_type_of"]

@@ -74,6 +74,13 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(h[:, 0]))  # (B, C)
 
 
+class ClsToken(nn.Module):
+    """h_0, the [CLS] position's hidden state."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h[:, 0]  # (B, C)
+
+
 class MLMHead(nn.Module):
     """dense -> act -> LayerNorm -> decoder (tied to the word embedding) + bias."""
 
@@ -129,8 +136,8 @@ class Bert(nn.Module):
             )
             for _ in range(c.n_layer)
         ])
-        # masked-LM checkpoints have no pooler; the other two heads use it
-        self.pooler = Pooler(c.n_embd) if c.head != "mlm" else nn.Identity()
+        # masked-LM checkpoints have no pooler: their pooled vector is the plain [CLS] state
+        self.pooler = Pooler(c.n_embd) if c.head != "mlm" else ClsToken()
         self.head = make_head(c)
         self.apply(self._init_weights)
         if c.head == "mlm" and c.tie_embeddings:
