@@ -130,6 +130,8 @@ class TokenDataset:
     def __init__(self, folder: str | Path, split: str = "train", seed: int = 0):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        if int(seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         self.folder, self.split, self.seed = Path(folder), split, int(seed)
         self.meta = read_meta(folder)
         self.vocab_size = int(self.meta["vocab_size"])
