@@ -1,0 +1,1 @@
+"""Side-by-side speed benchmarks of plait against transformers (see BENCHMARKS.md)."""
