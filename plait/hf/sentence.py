@@ -1,0 +1,115 @@
+"""Sentence embeddings from a sentence-transformers folder (Reimers & Gurevych 2019,
+arXiv:1908.10084): encoder -> pooling over the real tokens -> optional L2 normalisation.
+
+The folder's ``modules.json`` lists the pipeline. plait runs the common one: a Transformer
+(here a BERT loaded by :func:`plait.hf.load`), ``Pooling`` (``1_Pooling/config.json``: cls,
+max, mean, mean_sqrt_len_tokens, lasttoken, concatenated in that order when several are on),
+and ``Normalize``. Texts are cut to ``max_seq_length`` (``sentence_bert_config.json``, capped by
+the model's positions) tokens, specials included, as sentence-transformers does. A folder
+without ``modules.json`` (a plain BERT) gets mean pooling and no normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "lasttoken")  # sentence-transformers order
+LEGACY = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+          "pooling_mode_mean_tokens": "mean",
+          "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+          "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+KNOWN_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+def _json(path: Path) -> dict[str, Any] | list[Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+
+
+def pooling_modes(cfg: dict[str, Any], where: Path) -> list[str]:
+    """The pooling modes a ``1_Pooling/config.json`` switches on (new or legacy keys)."""
+    if "pooling_mode" in cfg:
+        m = cfg["pooling_mode"]
+        modes = [m] if isinstance(m, str) else list(m)
+    else:
+        modes = [mode for key, mode in LEGACY.items() if cfg.get(key)]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"{where}: unsupported pooling mode {bad or modes} (plait supports"
+                         f" {', '.join(MODES)})")
+    return sorted(modes, key=MODES.index)
+
+
+def pool(hidden: Tensor, mask: Tensor, modes: list[str]) -> Tensor:
+    """(B, T, C) token states and (B, T) 0/1 mask -> (B, len(modes) * C)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    count = m.sum(1).clamp(min=1e-9)  # (B, 1)
+    out = []
+    for mode in modes:
+        if mode == "cls":  # first real token (right padding: position 0)
+            out.append(hidden[torch.arange(len(hidden)), mask.int().argmax(1)])
+        elif mode == "max":
+            out.append(hidden.masked_fill(m == 0, float("-inf")).max(1).values)
+        elif mode == "mean":
+            out.append((hidden * m).sum(1) / count)
+        elif mode == "mean_sqrt_len_tokens":
+            out.append((hidden * m).sum(1) / count.sqrt())
+        else:  # lasttoken
+            out.append(hidden[torch.arange(len(hidden)), mask.long().sum(1).clamp(min=1) - 1])
+    return torch.cat(out, dim=-1)
+
+
+class SentenceEncoder:
+    """``SentenceEncoder(folder).encode(texts) -> (N, D)`` float32 embeddings, in input order."""
+
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
+        from plait.hf import load
+        from plait.text import load_tokenizer
+
+        folder = Path(folder)
+        self.modes, self.normalize, st_cfg = ["mean"], False, {}
+        if (folder / "modules.json").is_file():
+            self._read_modules(folder)
+        if (folder / "sentence_bert_config.json").is_file():
+            st_cfg = _json(folder / "sentence_bert_config.json")
+        self.model = load(folder, device=device)
+        self.tokenizer = load_tokenizer(folder)
+        limit = self.model.config.block_size
+        self.max_length = min(st_cfg.get("max_seq_length") or limit, limit)
+        self.lower = bool(st_cfg.get("do_lower_case", False))
+
+    def _read_modules(self, folder: Path) -> None:
+        modules = _json(folder / "modules.json")
+        for mod in modules:
+            kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
+            if kind not in KNOWN_MODULES:
+                raise ValueError(f"{folder / 'modules.json'}: unsupported module"
+                                 f" {mod.get('type')!r} (plait runs {', '.join(KNOWN_MODULES)})")
+            if kind == "Pooling":
+                cfg_path = folder / mod.get("path", "") / "config.json"
+                self.modes = pooling_modes(_json(cfg_path), cfg_path)
+            if kind == "Normalize":
+                self.normalize = True
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 32) -> Tensor:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        device = next(self.model.parameters()).device
+        out = []
+        for i in range(0, len(texts), batch_size):
+            chunk = [t.lower() if self.lower else t for t in texts[i:i + batch_size]]
+            ids, mask = self.tokenizer.encode_batch(chunk, max_length=self.max_length)
+            ids, mask = ids.to(device), mask.to(device)
+            emb = pool(self.model(ids, attention_mask=mask), mask, self.modes)
+            out.append(F.normalize(emb, dim=-1) if self.normalize else emb)
+        dim = len(self.modes) * self.model.config.n_embd
+        return torch.cat(out).float().cpu() if out else torch.zeros(0, dim)
