@@ -29,7 +29,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (140, 45, 185),
 }
 KINDS = ("circle", "square", "triangle", "star")
-SIZES = {"small": 0.09, "large": 0.14}  # half-width as a fraction of the canvas
+SIZES = {"small": 0.10, "large": 0.15}  # half-width as a fraction of the canvas
 # never seen together in training: each colour and each kind still appears with others
 HELDOUT_PAIRS = frozenset({("red", "triangle"), ("orange", "star"), ("yellow", "square"),
                            ("green", "circle"), ("blue", "star"), ("purple", "square")})
