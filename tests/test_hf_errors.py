@@ -117,3 +117,18 @@ def test_tiny_bert_folder_embeds(bert_folder, capsys):
         h = ref(torch.tensor([[2, 5, 6, 3]])).last_hidden_state
     torch.testing.assert_close(torch.tensor(rows[0]), h[0].mean(0), atol=1e-5, rtol=0)
     assert len(rows) == 2
+
+
+def test_plait_bert_folder_embeds_the_same(bert_folder, tmp_path, capsys):
+    assert main(["convert", "--from-hf", str(bert_folder), str(tmp_path / "plait")]) == 0
+    capsys.readouterr()
+    outs = []
+    for folder in (bert_folder, tmp_path / "plait"):
+        assert main(["embed", "--model", str(folder), "hello world"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    torch.testing.assert_close(torch.tensor(outs[0]), torch.tensor(outs[1]))
+
+
+def test_embed_refuses_a_gpt(gpt2_folder, capsys):
+    err = one_line_error(capsys, ["embed", "--model", str(gpt2_folder), "hello"])
+    assert "BERT" in err and "GPT" in err

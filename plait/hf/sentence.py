@@ -71,17 +71,22 @@ class SentenceEncoder:
     """``SentenceEncoder(folder).encode(texts) -> (N, D)`` float32 embeddings, in input order."""
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
-        from plait.hf import load
+        from plait.checkpoint import load
+        from plait.models.bert import Bert
         from plait.text import load_tokenizer
 
         folder = Path(folder)
         self.modes, self.normalize, st_cfg = ["mean"], False, {}
+        self.encoder_dir = folder  # older folders keep the Transformer in 0_Transformer/
         if (folder / "modules.json").is_file():
             self._read_modules(folder)
-        if (folder / "sentence_bert_config.json").is_file():
-            st_cfg = _json(folder / "sentence_bert_config.json")
-        self.model = load(folder, device=device)
-        self.tokenizer = load_tokenizer(folder)
+        if (self.encoder_dir / "sentence_bert_config.json").is_file():
+            st_cfg = _json(self.encoder_dir / "sentence_bert_config.json")
+        self.model = load(self.encoder_dir, device=device)  # a Hugging Face or plait folder
+        if not isinstance(self.model, Bert):
+            raise ValueError(f"{self.encoder_dir}: sentence embeddings need a BERT encoder, got"
+                             f" {type(self.model).__name__}")
+        self.tokenizer = load_tokenizer(self.encoder_dir)
         limit = self.model.config.block_size
         self.max_length = min(st_cfg.get("max_seq_length") or limit, limit)
         self.lower = bool(st_cfg.get("do_lower_case", False))
@@ -93,6 +98,8 @@ class SentenceEncoder:
             if kind not in KNOWN_MODULES:
                 raise ValueError(f"{folder / 'modules.json'}: unsupported module"
                                  f" {mod.get('type')!r} (plait runs {', '.join(KNOWN_MODULES)})")
+            if kind == "Transformer":
+                self.encoder_dir = folder / mod.get("path", "")
             if kind == "Pooling":
                 cfg_path = folder / mod.get("path", "") / "config.json"
                 self.modes = pooling_modes(_json(cfg_path), cfg_path)
