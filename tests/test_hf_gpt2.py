@@ -150,3 +150,14 @@ def test_unsupported_gpt2_config_names_field(tmp_path, field, value):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=field):
         load(tmp_path)
+
+
+def test_greedy_generation_of_a_loaded_checkpoint_matches_hf(tmp_path):
+    ref = hf_gpt2(tmp_path, seed=3, n_positions=48)
+    model = load(tmp_path)
+    ids, mask = left_padded(3, 6, 97, seed=4)
+    with torch.no_grad():
+        want = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12,
+                            do_sample=False, pad_token_id=0, eos_token_id=None)
+    got = model.generate(ids, attention_mask=mask, max_new_tokens=12, pad_token_id=0)
+    assert torch.equal(got, want)
