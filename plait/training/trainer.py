@@ -187,11 +187,12 @@ class Trainer:
                 self._log_train(step, loss, window, bar)
             if t.eval_interval and step % t.eval_interval == 0 and step < t.max_steps:
                 stop = self._periodic_eval(step, bar)
-            out_of_time = t.max_minutes > 0 and time.perf_counter() - start > 60 * t.max_minutes
-            if distributed.broadcast_flag(out_of_time, self.dist, self.device) and not stop:
-                stop = f"time budget of {t.max_minutes} min reached"
-            if t.save_interval and step % t.save_interval == 0:
-                self.save()
+            if t.max_minutes > 0 and not stop:
+                late = time.perf_counter() - start > 60 * t.max_minutes
+                if distributed.broadcast_flag(late, self.dist, self.device):  # rank 0's clock
+                    stop = f"time budget of {t.max_minutes} min reached"
+            if t.save_interval and step % t.save_interval == 0 and step < t.max_steps and not stop:
+                self.save()  # (the last step is saved by _finish)
             bar.update(1)
         bar.close()
         return self._finish(stop, time.perf_counter() - start)
