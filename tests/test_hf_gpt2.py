@@ -161,3 +161,16 @@ def test_greedy_generation_of_a_loaded_checkpoint_matches_hf(tmp_path):
                             do_sample=False, pad_token_id=0, eos_token_id=None)
     got = model.generate(ids, attention_mask=mask, max_new_tokens=12, pad_token_id=0)
     assert torch.equal(got, want)
+
+
+def test_sharded_checkpoint_and_wrong_direction(tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    ref = randomize(transformers.GPT2LMHeadModel(cfg).eval())
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ids = torch.randint(0, 97, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(load(tmp_path)(ids), ref(ids).logits, atol=ATOL, rtol=0)
+    assert main(["convert", "--to-hf", str(tmp_path), str(tmp_path / "x")]) == 2
+    assert "--from-hf" in capsys.readouterr().err

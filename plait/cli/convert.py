@@ -27,12 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from plait import hf
-    from plait.checkpoint import save_model
+    from plait.checkpoint import is_plait_folder, save_model
 
     src, dst = Path(args.src), Path(args.dst)
     if src.resolve() == dst.resolve():
         raise ValueError(f"SRC and DST are the same folder ({src}); write to a new folder")
     if args.to_hf:
+        if not is_plait_folder(src):
+            raise ValueError(f"{src} is not a plait folder (no 'plait_model' in config.json);"
+                             " to read a Hugging Face folder use --from-hf")
         hf.convert_folder(src, dst)
     else:
         model = hf.load(src)

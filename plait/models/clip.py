@@ -166,7 +166,11 @@ class CLIPConfig(Config):
     def __post_init__(self) -> None:
         if self.embed_dim <= 0:
             raise ValueError(f"CLIPConfig.embed_dim must be positive, got {self.embed_dim}")
-        _ = (self.vision_config, self.text_config)  # validate both tables now
+        # validate both tables now and keep them complete and typed (defaults filled in,
+        # command-line strings coerced), so config.json records exactly what was built
+        for name, cfg in (("vision", self.vision_config), ("text", self.text_config)):
+            kind = getattr(self, f"{name}_kind")
+            object.__setattr__(self, name, {"kind": kind, **cfg.to_dict()})
 
     @property
     def vision_kind(self) -> str:
