@@ -112,3 +112,17 @@ def test_towers_by_kind_and_bert_text_tower():
         CLIPConfig(vision={"kind": "vgg"})
     with pytest.raises(ValueError, match="n_layr"):
         CLIPConfig(text={"kind": "transformer", "n_layr": 2})
+
+
+def test_resnet_tower_saves_and_loads(tmp_path):
+    cfg = CLIPConfig(vision={"kind": "resnet", "widths": [8, 16], "depths": [1, 1]},
+                     text={"kind": "transformer", "vocab_size": 30, "n_layer": 1, "n_head": 2,
+                           "n_embd": 16, "block_size": 8, "pool": "last"},
+                     embed_dim=12)
+    model = CLIP(cfg).eval()
+    plait.save_model(model, tmp_path)
+    again = plait.load(tmp_path)
+    pixels, ids = torch.randn(2, 3, 32, 32), torch.randint(0, 30, (2, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(again(pixels, ids)[0], model(pixels, ids)[0])
+    assert again.config.vision["kind"] == "resnet" and again.encode_image(pixels).shape == (2, 12)
