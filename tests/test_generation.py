@@ -302,3 +302,79 @@ def test_prompt_too_long_and_bad_inputs_raise():
     with pytest.raises(ValueError, match=r"shape \(1, T\)"):
         next(stream(model, torch.tensor([[1, 2], [3, 4]])))
     assert math.isfinite(model(torch.tensor([[1, 2]])).sum().item())  # model left usable
+
+
+# -- command line ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def char_folder(tmp_path_factory):
+    from plait import save_model
+    from plait.text import CharTokenizer
+
+    tok = CharTokenizer.train("abcdefgh \n")
+    model = tiny_gpt(vocab=tok.vocab_size, seed=6)
+    folder = tmp_path_factory.mktemp("charmodel")
+    save_model(model, folder)
+    tok.save(folder)
+    return folder, model, tok
+
+
+def run_cli(args, capsys):
+    from plait.cli.main import main
+
+    code = main(["generate", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_streams_greedy_text_and_stops_before_stop_string(char_folder, capsys):
+    folder, model, tok = char_folder
+    ids = torch.tensor([tok.encode("abc")])
+    want = tok.decode(generate(model, ids, max_new_tokens=12)[0, 3:].tolist())
+    code, out, _ = run_cli(["--model", str(folder), "--prompt", "abc", "--temperature", "0",
+                            "--max-new-tokens", "12"], capsys)
+    assert code == 0 and out == "abc" + want + "\n"
+    k = next(k for k in range(3, 10) if want.index(want[k:k + 3]) == k)  # stop mid-text
+    stop = want[k:k + 3]
+    code, out, _ = run_cli(["--model", str(folder), "--prompt", "abc", "--temperature", "0",
+                            "--max-new-tokens", "12", "--stop", stop], capsys)
+    assert out == "abc" + want[:k] + "\n"
+    beams = tok.decode(generate(model, ids, max_new_tokens=6, num_beams=3)[0, 3:].tolist())
+    code, out, _ = run_cli(["--model", str(folder), "--prompt", "abc", "--num-beams", "3",
+                            "--max-new-tokens", "6"], capsys)
+    assert out == "abc" + beams + "\n"
+
+
+def test_cli_seeded_sampling_is_reproducible(char_folder, capsys):
+    folder = str(char_folder[0])
+    args = ["--model", folder, "--prompt", "ab", "--seed", "3", "--top-k", "4", "--top-p", "0.9"]
+    assert run_cli(args, capsys)[1] == run_cli(args, capsys)[1]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--model", "/nonexistent/folder", "--prompt", "a"], "model folder not found"),
+    (["--prompt", "xyz"], "not in the vocabulary"),
+    (["--prompt", "a" * 30, "--max-new-tokens", "5"], "exceeds the model's maximum length 32"),
+    (["--prompt", "a", "--top-p", "2"], "`top_p` has to be"),
+])
+def test_cli_user_errors_are_one_line(char_folder, capsys, args, msg):
+    if "--model" not in args:
+        args = ["--model", str(char_folder[0]), *args]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and msg in err and err.count("\n") == 1
+
+
+def test_stop_printer_holds_back_partial_stop_strings():
+    import io
+
+    from plait.cli.generate import StopPrinter
+    from plait.text import CharTokenizer
+
+    tok = CharTokenizer.train("abcXY")
+    out = io.StringIO()
+    printer = StopPrinter(tok, ["XY"], out)
+    written = []
+    for ch in "abXaX":
+        assert not printer.add(tok.encode(ch)[0])
+        written.append(out.getvalue())
+    assert written == ["a", "ab", "ab", "abXa", "abXa"]  # an "X" waits: it may start "XY"
+    assert printer.add(tok.encode("Y")[0]) and out.getvalue() == "abXa"
