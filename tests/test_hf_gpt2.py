@@ -142,6 +142,7 @@ def test_export_refuses_non_gpt2_features(tmp_path, capsys, change, field):
     ("reorder_and_upcast_attn", True),
     ("add_cross_attention", True),
     ("scale_attn_weights", False),
+    ("architectures", ["GPT2ForSequenceClassification"]),
 ])
 def test_unsupported_gpt2_config_names_field(tmp_path, field, value):
     hf_gpt2(tmp_path)

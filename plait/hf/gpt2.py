@@ -59,6 +59,9 @@ def normalize(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def config_from_hf(cfg: dict[str, Any], where: str) -> GPTConfig:
     """GPTConfig from a GPT-2 ``config.json``; unsupported values raise naming the field."""
+    arch = (cfg.get("architectures") or ["GPT2LMHeadModel"])[0]
+    require(cfg, "architectures", arch in ("GPT2LMHeadModel", "GPT2Model"),
+            "supported: GPT2LMHeadModel, GPT2Model", where)
     act = cfg.get("activation_function", "gelu_new")
     require(cfg, "activation_function", act in ACTS, f"supported: {', '.join(ACTS)}", where)
     for field in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn",
