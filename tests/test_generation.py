@@ -297,6 +297,8 @@ def test_prompt_too_long_and_bad_inputs_raise():
         generate(model, torch.ones(1, 30, dtype=torch.long), max_new_tokens=5)
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         generate(model, torch.tensor([[1, 40]]))
+    with pytest.raises(ValueError, match=r"unknown generation argument\(s\) \['top_n'\]"):
+        generate(model, torch.tensor([[1, 2]]), top_n=3)
     with pytest.raises(ValueError, match="num_beams=1 only"):
         generate(model, torch.tensor([[1, 2]]), num_beams=2, stop=[[3]])
     with pytest.raises(ValueError, match=r"shape \(1, T\)"):

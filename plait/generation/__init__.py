@@ -63,6 +63,19 @@ def _prepare(model, input_ids: Tensor, attention_mask: Tensor | None, p: Samplin
     return input_ids.long(), attention_mask, total
 
 
+def _params(params: SamplingParams | None, kwargs: dict) -> SamplingParams:
+    if params is not None:
+        if kwargs:
+            raise ValueError(f"pass either params= or keyword arguments, not both (got {kwargs})")
+        return params
+    unknown = sorted(set(kwargs) - set(SamplingParams.__dataclass_fields__))
+    if unknown:
+        allowed = ", ".join(SamplingParams.__dataclass_fields__)
+        raise ValueError(f"unknown generation argument(s) {unknown}; allowed: {allowed},"
+                         " generator, streamer, stop")
+    return SamplingParams(**kwargs)
+
+
 def _stop_tensors(stop: Sequence[Sequence[int]] | None, device) -> list[Tensor]:
     if not stop:
         return []
@@ -76,7 +89,8 @@ def _stop_tensors(stop: Sequence[Sequence[int]] | None, device) -> list[Tensor]:
 def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *,
              generator: torch.Generator | None = None,
              streamer: Callable[[Tensor], None] | None = None,
-             stop: Sequence[Sequence[int]] | None = None, **kwargs) -> Tensor:
+             stop: Sequence[Sequence[int]] | None = None, params: SamplingParams | None = None,
+             **kwargs) -> Tensor:
     """Prompt + new tokens, (B * num_return_sequences, T_total), as ``transformers`` returns.
 
     Args:
@@ -85,13 +99,14 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *,
         generator: torch.Generator for reproducible sampling.
         streamer: called with each step's new tokens (N,) (greedy / sampling only).
         stop: token-id sequences; a row ends after producing one (greedy / sampling only).
+        params: a ready :class:`SamplingParams`, instead of keyword arguments.
         **kwargs: the fields of :class:`SamplingParams` (max_new_tokens, do_sample,
             temperature, top_k, top_p, num_beams, num_return_sequences, length_penalty,
             early_stopping, repetition_penalty, no_repeat_ngram_size, min_new_tokens,
             eos_token_id, pad_token_id).
     Finished rows are padded with pad_token_id (default: the first eos id).
     """
-    p = kwargs.pop("params", None) or SamplingParams(**kwargs)
+    p = _params(params, kwargs)
     ids, mask, total = _prepare(model, input_ids, attention_mask, p)
     stops = _stop_tensors(stop, ids.device)
     if p.num_beams > 1 and (streamer is not None or stops):
@@ -114,13 +129,14 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, *,
 
 def stream(model, input_ids: Tensor, attention_mask: Tensor | None = None, *,
            generator: torch.Generator | None = None,
-           stop: Sequence[Sequence[int]] | None = None, **kwargs) -> Iterator[int]:
+           stop: Sequence[Sequence[int]] | None = None, params: SamplingParams | None = None,
+           **kwargs) -> Iterator[int]:
     """Yield new token ids one at a time for a single prompt (1, T) (greedy or sampling).
 
     The eos token that ends generation is not yielded; a stop sequence is. Breaking out of
     the loop (or closing the iterator) frees the KV cache.
     """
-    p = kwargs.pop("params", None) or SamplingParams(**kwargs)
+    p = _params(params, kwargs)
     if p.num_beams > 1 or p.num_return_sequences > 1 or input_ids.shape[0] != 1:
         raise ValueError("stream() decodes one prompt into one sequence: pass input_ids of"
                          " shape (1, T), num_beams=1 and num_return_sequences=1")
