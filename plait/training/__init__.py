@@ -7,8 +7,8 @@
 from plait.training.losses import CrossEntropy
 from plait.training.recipe import Recipe, TrainConfig, load_recipe, recipe_from_dict
 from plait.training.schedule import lr_at
-from plait.training.tasks import TASKS, LMData, LMTask, Task
+from plait.training.tasks import TASKS, LMData, LMTask, Task, get_task
 from plait.training.trainer import Trainer, train
 
 __all__ = ["TASKS", "CrossEntropy", "LMData", "LMTask", "Recipe", "Task", "TrainConfig",
-           "Trainer", "load_recipe", "lr_at", "recipe_from_dict", "train"]
+           "Trainer", "get_task", "load_recipe", "lr_at", "recipe_from_dict", "train"]

@@ -83,12 +83,14 @@ class Recipe:
 def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
     """Build a Recipe from a TOML/JSON tree; every unknown key is a ConfigError naming it."""
     from plait.models import REGISTRY
-    from plait.training.tasks import TASKS
+    from plait.training.tasks import get_task
 
     tree = dict(tree)
     task = tree.pop("task", "lm")
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    try:
+        task_cls = get_task(task)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     sections = {"model", "data", "train"}
     for key in tree:
         if key not in sections:
@@ -99,7 +101,7 @@ def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
         raise ConfigError(f"unknown model.arch {arch!r} (known: {', '.join(REGISTRY)})")
     try:
         model = REGISTRY[arch][0].from_dict(model_tree, where="model")
-        data = TASKS[task].data_config.from_dict(tree.get("data", {}), where="data")
+        data = task_cls.data_config.from_dict(tree.get("data", {}), where="data")
         train = TrainConfig.from_dict(tree.get("train", {}), where="train")
     except ConfigError:
         raise

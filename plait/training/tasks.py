@@ -3,7 +3,8 @@
 The loop owns precision, accumulation, clipping, schedule, evaluation, checkpoints, logging
 and distribution; a task owns its data and its loss. To add one (CLIP, classification ...),
 subclass :class:`Task`, set ``data_config`` to a frozen Config that reads the recipe's ``[data]``
-section, implement the three abstract methods, and add it to ``TASKS``:
+section, implement the three abstract methods, and add one line to ``TASKS`` (a class, or a
+``"module:Class"`` string imported on first use):
 
 - ``train_batch(step, micro)``: this rank's share of micro-batch ``micro`` of optimizer step
   ``step``, on the CPU. It must be a pure function of ``(seed, step, micro)``: that is what makes
@@ -16,6 +17,7 @@ section, implement the three abstract methods, and add it to ``TASKS``:
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -168,4 +170,17 @@ def _plain_ce(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     return CrossEntropy()(model(x), y)
 
 
-TASKS: dict[str, type[Task]] = {"lm": LMTask}
+# recipe ``task = "..."`` -> Task class, or "module:Class" imported on first use (so a task that
+# needs vision or audio code costs nothing to language-model runs)
+TASKS: dict[str, type[Task] | str] = {"lm": LMTask, "clip": "plait.training.contrastive:ClipTask"}
+
+
+def get_task(name: str) -> type[Task]:
+    """The Task class registered under ``name`` in ``TASKS``."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r} (known: {', '.join(TASKS)})")
+    entry = TASKS[name]
+    if isinstance(entry, str):
+        module, _, cls = entry.partition(":")
+        entry = TASKS[name] = getattr(importlib.import_module(module), cls)
+    return entry

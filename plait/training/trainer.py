@@ -44,7 +44,7 @@ from plait.training.state import (
     save_checkpoint,
     set_rng_state,
 )
-from plait.training.tasks import TASKS, Task, to_device
+from plait.training.tasks import Task, get_task, to_device
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -105,7 +105,7 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         seed_everything(t.seed)  # the same on every rank, so every replica starts identical
-        self.task = TASKS[recipe.task](recipe.data, t, self.dist)
+        self.task = get_task(recipe.task)(recipe.data, t, self.dist)
         self.model = build_model(recipe, self.task, self.device)
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.out = Path(t.out_dir)
