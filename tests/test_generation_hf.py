@@ -108,3 +108,19 @@ def test_eos_fires_mid_sequence(pair):
     new = got[1, T:].tolist()
     stop = new.index(eos) + 1
     assert stop <= 4 and all(t == 2 for t in new[stop:])
+
+
+@pytest.mark.parametrize("kw", [
+    dict(temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.2, num_return_sequences=2),
+    dict(num_beams=3, temperature=1.5, eos_token_id=7),  # beam sampling
+], ids=["sample", "beam-sample"])
+def test_sampling_with_the_same_global_seed(pair, kw):
+    """Not promised, but it holds: same processors, same order, same draws from torch's RNG."""
+    ids, mask = left_pad(PROMPTS, pad=1)
+    # top_k=0 spelled out: transformers' GenerationConfig defaults to top_k=50, plait to 0 (off)
+    kw = dict(max_new_tokens=10, do_sample=True, top_k=0, pad_token_id=1) | kw
+    hf, ours = pair
+    torch.manual_seed(5)
+    got = generate(ours, ids, mask, **kw)
+    torch.manual_seed(5)
+    assert torch.equal(got, hf.generate(ids, attention_mask=mask, **kw))
