@@ -123,15 +123,16 @@ def run(args: argparse.Namespace) -> int:
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    sys.stdout.write(args.prompt)
     printer = StopPrinter(tokenizer, args.stop, sys.stdout)
     if beams:  # beam search knows its best text only at the end
         new = generate(model, ids, params=params)[0, len(prompt):].tolist()
-        tokens = new[:new.index(eos)] if eos is not None and eos in new else new
+        sys.stdout.write(args.prompt)
+        _emit(printer, new[:new.index(eos)] if eos is not None and eos in new else new)
+        return 0
+    tokens = stream(model, ids, params=params, generator=generator)  # checks arguments now
+    sys.stdout.write(args.prompt)
+    with contextlib.closing(tokens):
         _emit(printer, tokens)
-    else:
-        with contextlib.closing(stream(model, ids, params=params, generator=generator)) as tokens:
-            _emit(printer, tokens)
     return 0
 
 

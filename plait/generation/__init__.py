@@ -133,28 +133,30 @@ def stream(model, input_ids: Tensor, attention_mask: Tensor | None = None, *,
            **kwargs) -> Iterator[int]:
     """Yield new token ids one at a time for a single prompt (1, T) (greedy or sampling).
 
-    The eos token that ends generation is not yielded; a stop sequence is. Breaking out of
-    the loop (or closing the iterator) frees the KV cache.
+    Arguments are checked at once (bad ones raise here, before any token). The eos token that
+    ends generation is not yielded; a stop sequence is. Breaking out of the loop (or closing
+    the iterator) frees the KV cache.
     """
     p = _params(params, kwargs)
     if p.num_beams > 1 or p.num_return_sequences > 1 or input_ids.shape[0] != 1:
         raise ValueError("stream() decodes one prompt into one sequence: pass input_ids of"
                          " shape (1, T), num_beams=1 and num_return_sequences=1")
     ids, mask, total = _prepare(model, input_ids, attention_mask, p)
-    stops = _stop_tensors(stop, ids.device)
+    return _stream(model, ids, mask, p, total, generator, _stop_tensors(stop, ids.device))
+
+
+def _stream(model, ids: Tensor, mask: Tensor | None, p: SamplingParams, total: int,
+            generator: torch.Generator | None, stops: list[Tensor]) -> Iterator[int]:
     eos = set(p.eos_ids)
-    with torch.inference_mode():
-        model.setup_cache(1, total)
     try:
+        with torch.inference_mode():
+            model.setup_cache(1, total)
         steps = sample_steps(model, ids, mask, p, total, generator, stops)
         while True:
-            with torch.inference_mode():
+            with torch.inference_mode():  # not held across yields: the caller runs in between
                 nxt = next(steps, None)
-            if nxt is None:
+            if nxt is None or int(nxt[0][0]) in eos:
                 return
-            tok = int(nxt[0])
-            if tok in eos:
-                return
-            yield tok
+            yield int(nxt[0][0])
     finally:
         model.clear_cache()
