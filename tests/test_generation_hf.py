@@ -124,3 +124,15 @@ def test_sampling_with_the_same_global_seed(pair, kw):
     got = generate(ours, ids, mask, **kw)
     torch.manual_seed(5)
     assert torch.equal(got, hf.generate(ids, attention_mask=mask, **kw))
+
+
+def test_min_new_tokens_and_ngrams_in_beams(pair):
+    ids, mask = left_pad(PROMPTS, pad=1)
+    free, _ = both(pair, ids, mask, max_new_tokens=10)
+    eos = int(free[1, ids.shape[1] + 1])  # would end row 1 after two tokens
+    got, want = both(pair, ids, mask, max_new_tokens=10, eos_token_id=eos, min_new_tokens=5)
+    assert torch.equal(got, want)
+    assert (got[:, ids.shape[1]:ids.shape[1] + 5] != eos).all()
+    got, want = both(pair, ids, mask, max_new_tokens=10, num_beams=3, eos_token_id=eos,
+                     min_new_tokens=4, no_repeat_ngram_size=2, length_penalty=0.8)
+    assert torch.equal(got, want)
