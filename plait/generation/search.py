@@ -52,12 +52,12 @@ class _Buffers:
         return DecodeState(ids[:, :t], self.valid[:, :t], self.prompt_len)
 
 
-def _next_logits(model, buf: _Buffers, ids: Tensor, t: int, first: bool) -> Tensor:
+def _next_logits(model, buf: _Buffers, t: int, first: bool) -> Tensor:
     """Float32 logits (N, V) for position t: the prefill at the first step, else one token."""
     if first:
-        out = model(ids[:, :t], buf.mask_upto(t), input_pos=0, last_only=True)
+        out = model(buf.ids[:, :t], buf.mask_upto(t), input_pos=0, last_only=True)
     else:
-        out = model(ids[:, t - 1:t], buf.mask_upto(t), input_pos=t - 1, last_only=True)
+        out = model(buf.ids[:, t - 1:t], buf.mask_upto(t), input_pos=t - 1, last_only=True)
     return out[:, -1].float()
 
 
@@ -85,7 +85,7 @@ def sample_steps(model, input_ids: Tensor, attention_mask: Tensor | None, p: Sam
     running = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     t = buf.prompt_len
     for step in range(p.max_new_tokens):
-        logits = _next_logits(model, buf, buf.ids, t, step == 0)  # (N, V)
+        logits = _next_logits(model, buf, t, step == 0)  # (N, V)
         if procs:
             logits = apply(procs, logits, buf.state(t))
         if p.greedy:
@@ -216,7 +216,7 @@ def beam_search(model, input_ids: Tensor, attention_mask: Tensor | None, p: Samp
         if not _keep_going(bm, hits, p, t, T0, total):
             break
         model.reorder_cache(rows)
-        logits = _next_logits(model, buf, buf.ids, t, first=False)
+        logits = _next_logits(model, buf, t, first=False)
     r = p.num_return_sequences
     out_len = T0 + int(bm.fin_len[:, :r].max())
     return bm.fin_ids[:, :r, :out_len].reshape(B * r, out_len)
