@@ -77,7 +77,7 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file")
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)  # we check size ourselves
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check size ourselves
         try:
             with Image.open(path) as probe:  # reads the header only
                 _check_pixels(path, probe.size, max_pixels)
@@ -88,7 +88,7 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                 return to_rgb(img)
         except ImageError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except Image.DecompressionBombError:  # Pillow's own hard stop (2x its default limit)
             raise ImageError(f"{path}: image is too large (decompression-bomb guard)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -209,3 +209,20 @@ def read_preprocessor_config(folder: str | Path) -> ImageConfig:
     return ImageConfig(size=int(size), crop_size=int(crop),
                        mean=tuple(raw.get("image_mean", CLIP_MEAN)),
                        std=tuple(raw.get("image_std", CLIP_STD)))
+
+
+def write_preprocessor_config(folder: str | Path, config: ImageConfig) -> Path:
+    """Write ``preprocessor_config.json`` as transformers' CLIPImageProcessor reads it."""
+    import json
+
+    from plait.checkpoint import atomic_write_text
+
+    raw = {"image_processor_type": "CLIPImageProcessor", "do_convert_rgb": True,
+           "do_resize": True, "size": {"shortest_edge": config.size}, "resample": 3,
+           "do_center_crop": True, "crop_size": {"height": config.crop_size,
+                                                 "width": config.crop_size},
+           "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+           "image_mean": list(config.mean), "image_std": list(config.std)}
+    path = Path(folder) / "preprocessor_config.json"
+    atomic_write_text(path, json.dumps(raw, indent=2) + "\n")
+    return path
