@@ -224,8 +224,7 @@ class SamplingParams(Config):
         if self.greedy:
             return procs
         # beam sampling keeps room for every eos plus one more token (transformers does too)
-        keep = len(self.eos_ids) + 1 if self.num_beams > 1 and self.eos_ids else 1
-        keep = 2 if self.num_beams > 1 and not self.eos_ids else keep
+        keep = max(1, len(self.eos_ids)) + 1 if self.num_beams > 1 else 1
         if self.temperature != 1.0:
             procs.append(partial(temperature, t=self.temperature))
         if self.top_k > 0:
