@@ -123,7 +123,8 @@ def test_eos_fires_mid_sequence(pair):
 @pytest.mark.parametrize("kw", [
     dict(temperature=0.8, top_k=20, top_p=0.9, repetition_penalty=1.2, num_return_sequences=2),
     dict(num_beams=3, temperature=1.5, eos_token_id=7),  # beam sampling
-], ids=["sample", "beam-sample"])
+    dict(num_beams=2, top_k=1, top_p=0.5),  # beam sampling keeps min_keep=2 tokens
+], ids=["sample", "beam-sample", "beam-sample-topk"])
 def test_sampling_with_the_same_global_seed(pair, kw):
     """Not promised, but it holds: same processors, same order, same draws from torch's RNG."""
     ids, mask = left_pad(PROMPTS, pad=1)
