@@ -22,6 +22,8 @@ from plait.evaluation.retrieval import (
 )
 
 TASKS = ("clip-shapes", "clip-digits")
+# never used in training captions (plait.data.scenes.TRAIN_TEMPLATES)
+SHAPES_ZERO_SHOT_TEMPLATES = ("a photo of a {}", "a rendering of a {}", "there is a {}")
 
 
 def eval_shapes(enc: ClipEncoder, image_size: int, n_gallery: int = 100,
@@ -36,7 +38,24 @@ def eval_shapes(enc: ClipEncoder, image_size: int, n_gallery: int = 100,
     sim = enc.embed_texts(texts) @ img.T  # (Q, G)
     out = {f"t2i_r{k}": v for k, v in text_to_image_recall(sim, owner).items()}
     out.update({f"i2t_r{k}": v for k, v in image_to_text_recall(sim, owner).items()})
+    out["zero_shot_acc"] = shapes_zero_shot(enc, image_size, seed)
     return out
+
+
+def shapes_zero_shot(enc: ClipEncoder, image_size: int, seed: int = 0, n: int = 300) -> float:
+    """Name the colour+shape of one-shape held-out scenes among all 24 pairs, with templates
+    never used in training captions. Every such scene shows a pair never seen in training."""
+    from plait.data.scenes import COLOURS, KINDS, scenes
+
+    singles = [s for s in scenes(n, "heldout", seed) if len(s.shapes) == 1]
+    labels = [(c, k) for c in COLOURS for k in KINDS]
+    templates = SHAPES_ZERO_SHOT_TEMPLATES
+    text = enc.embed_texts([t.format(f"{c} {k}") for c, k in labels for t in templates])
+    weights = zero_shot_weights(text.view(len(labels), len(templates), -1))
+    img = enc.embed_images([s.render(image_size) for s in singles])
+    pred = zero_shot_probs(img, weights, enc.logit_scale).argmax(-1)
+    truth = torch.tensor([labels.index(s.shapes[0].pair) for s in singles])
+    return (pred == truth).float().mean().item()
 
 
 def eval_digits(enc: ClipEncoder, image_size: int, seed: int = 0) -> dict[str, float]:

@@ -43,6 +43,7 @@ from plait.nn.positions import Learned
 from plait.text.base import pad_batch
 from plait.training.distributed import Dist, unwrap
 from plait.training.recipe import TrainConfig
+from plait.training.tasks import Task
 from plait.vision import ImageConfig, ImageProcessor, normalize, write_preprocessor_config
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -149,17 +150,13 @@ def embed_pair(model: nn.Module, pixels: Tensor, ids: Tensor,
         return model(pixels, ids, mask)
 
 
-class ClipTask:
-    """Contrastive image-text training on shapes or digits; evaluates retrieval / zero-shot.
-
-    Implements the ``plait.training.tasks.Task`` contract (registered there as "clip"); it does
-    not subclass Task so that tasks.py can import this module without a cycle.
-    """
+class ClipTask(Task):
+    """Contrastive image-text training on shapes or digits; evaluates retrieval / zero-shot."""
 
     data_config = ClipData
 
     def __init__(self, data: ClipData, train: TrainConfig, d: Dist):
-        self.data, self.train, self.dist = data, train, d
+        super().__init__(data, train, d)
         if data.batch_size % d.world:
             raise ValueError(f"data.batch_size {data.batch_size} must divide evenly over"
                              f" {d.world} ranks")

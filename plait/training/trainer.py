@@ -62,7 +62,10 @@ def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
 
     if not recipe.train.init_from:
         config = task.model_config(recipe.model)
-        return REGISTRY[recipe.arch][1](config).to(device)
+        model = REGISTRY[recipe.arch][1](config)
+        if hasattr(task, "init_model"):  # a task may re-initialise a fresh model (ClipTask)
+            task.init_model(model)
+        return model.to(device)
     model = load(recipe.train.init_from, device=device).train()
     wanted = task.model_config(model.config)
     if wanted != model.config:
