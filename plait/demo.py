@@ -54,8 +54,9 @@ def train_shakespeare(recipe_path: Path = CHAR_RECIPE) -> tuple[Path, float]:
 def sample_text(folder: Path, n_chars: int = 300, prompt: str = "\n", seed: int = 0) -> str:
     """``n_chars`` characters sampled from the model in ``folder`` (temperature 0.8, top-k 40).
 
-    The model sees at most ``block_size`` characters, so longer samples slide a window: each
-    round keeps the last half-context as the prompt and generates the next half.
+    The model was trained on ``block_size`` characters of context (RoPE would run past it, but
+    badly), so longer samples slide a window: each round keeps the last half-context as the
+    prompt and generates the next half.
     """
     import plait
     from plait.text import load_tokenizer
@@ -63,7 +64,7 @@ def sample_text(folder: Path, n_chars: int = 300, prompt: str = "\n", seed: int 
     model, tok = plait.load(folder), load_tokenizer(folder)
     ids = torch.tensor([tok.encode(prompt)])  # (1, T)
     start = ids.shape[1]
-    half = max(1, (model.max_len or 2 * n_chars) // 2)
+    half = max(1, model.config.block_size // 2)  # the context it was trained on, halved
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         while ids.shape[1] - start < n_chars:
