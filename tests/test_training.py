@@ -168,3 +168,11 @@ def test_init_from_fine_tunes_a_saved_model(data_dir, tmp_path):
     base, ft = plait.load(tmp_path / "base"), plait.load(tmp_path / "ft")
     for (name, p), q in zip(base.state_dict().items(), ft.state_dict().values(), strict=True):
         assert torch.equal(p, q), name  # lr 0: the fine-tuned copy starts from the base weights
+
+
+def test_demo_samples_past_the_context_with_a_sliding_window(data_dir, tmp_path):
+    from plait.demo import sample_text
+
+    train(recipe(data_dir, tmp_path, max_steps=2, eval_interval=0, save_interval=0))
+    text = sample_text(tmp_path, n_chars=40)  # block_size is 16: needs several windows
+    assert len(text) == 40  # one character per token
