@@ -29,7 +29,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (140, 45, 185),
 }
 KINDS = ("circle", "square", "triangle", "star")
-SIZES = {"small": 0.10, "large": 0.15}  # half-width as a fraction of the canvas
+SIZES = {"small": 0.12, "large": 0.17}  # half-width as a fraction of the canvas
 # never seen together in training: each colour and each kind still appears with others
 HELDOUT_PAIRS = frozenset({("red", "triangle"), ("orange", "star"), ("yellow", "square"),
                            ("green", "circle"), ("blue", "star"), ("purple", "square")})
@@ -99,7 +99,7 @@ def _sample_shapes(rng: random.Random, n: int, heldout: bool) -> list[Shape]:
     rng.shuffle(pairs)
     shapes = []
     for (colour, kind), cell in zip(pairs, cells, strict=True):
-        jx, jy = rng.uniform(-0.04, 0.04), rng.uniform(-0.04, 0.04)
+        jx, jy = rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03)
         x, y = (cell % 3 + 0.5) / 3 + jx, (cell // 3 + 0.5) / 3 + jy
         shapes.append(Shape(kind, colour, rng.choice(list(SIZES)), x, y))
     return shapes
