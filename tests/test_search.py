@@ -130,7 +130,7 @@ def test_index_skips_bad_files_and_search_finds(clip_dir, images, tmp_path, caps
                  "--grid", str(grid)]) == 0
     first = capsys.readouterr().out.splitlines()[0].split()
     assert first[1].endswith("good2.png") and float(first[0]) == pytest.approx(1.0, abs=1e-4)
-    assert Image.open(grid).size == (256, 144)
+    assert Image.open(grid).size == (2 * (128 + 4), 128 + 16)
 
 
 def test_index_empty_folder_exits_2(clip_dir, tmp_path, capsys):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
 from plait.checkpoint import atomic_write, atomic_write_text
@@ -43,7 +43,7 @@ def embed_files(enc: ClipEncoder, files: list[Path], batch_size: int = 64,
 
     Returns (N, D) float32 unit vectors and the N files they came from.
     """
-    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    warn = warn or (lambda msg: tqdm.write(f"warning: {msg}", file=sys.stderr))
     max_pixels = enc.processor.config.max_pixels
     kept: list[Path] = []
     chunks: list[torch.Tensor] = []
@@ -121,16 +121,17 @@ def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def write_grid(results: list[tuple[str, float]], out: str | Path, tile: int = 128) -> None:
+def write_grid(results: list[tuple[str, float]], out: str | Path, tile: int = 128,
+               gap: int = 4) -> None:
     """A one-row PNG of the result images, each captioned with its rank and score."""
     if not results:
         raise ValueError("no results to draw")
-    grid = Image.new("RGB", (tile * len(results), tile + 16), "white")
+    step = tile + gap
+    grid = Image.new("RGB", (step * len(results), tile + 16), (200, 200, 200))
     draw = ImageDraw.Draw(grid)
     for i, (file, score) in enumerate(results):
-        img = open_image(file)
-        img.thumbnail((tile, tile), Image.Resampling.BICUBIC)
-        grid.paste(img, (i * tile + (tile - img.width) // 2, (tile - img.height) // 2))
-        draw.text((i * tile + 4, tile + 2), f"#{i + 1}  {score:.3f}", fill="black")
+        img = ImageOps.contain(open_image(file), (tile, tile), Image.Resampling.BICUBIC)
+        grid.paste(img, (i * step + (tile - img.width) // 2, (tile - img.height) // 2))
+        draw.text((i * step + 4, tile + 2), f"#{i + 1}  {score:.3f}", fill="black")
     out = Path(out)
     atomic_write(out, lambda tmp: grid.save(tmp, format="PNG"))
