@@ -154,3 +154,37 @@ def test_zero_shot_and_eval_commands(clip_dir, images, capsys):
     assert sum(probs) == pytest.approx(1.0, abs=2e-3)
     assert main(["eval", "--model", str(clip_dir), "--task", "clip-digits"]) == 0
     assert "zero_shot_acc" in capsys.readouterr().out
+
+
+def test_index_with_a_hugging_face_clip_folder(tmp_path, images, capsys):
+    """`plait index --model HF_DIR`: preprocessing from preprocessor_config.json; the stored
+    vectors equal transformers' normalised image features on its own processor's pixels."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.CLIPConfig(
+        text_config={"vocab_size": 50, "hidden_size": 32, "intermediate_size": 40,
+                     "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "max_position_embeddings": 16},
+        vision_config={"hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+                       "num_attention_heads": 2, "image_size": 24, "patch_size": 8},
+        projection_dim=16)
+    ref = transformers.CLIPModel(cfg).eval()
+    hf_dir = tmp_path / "hf"
+    ref.save_pretrained(hf_dir)
+    proc = transformers.CLIPImageProcessorPil(size={"shortest_edge": 24},
+                                              crop_size={"height": 24, "width": 24})
+    proc.save_pretrained(hf_dir)
+    out = tmp_path / "hf.faiss"
+    assert main(["index", "--model", str(hf_dir), str(images), "--out", str(out),
+                 "--quiet"]) == 0
+    index = SearchIndex.load(out)
+    good = [f for f in index.files if "good" in f]
+    pixels = proc([Image.open(f).convert("RGB") for f in good],
+                  return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        feats = ref.get_image_features(pixel_values=pixels)
+    feats = getattr(feats, "pooler_output", feats)
+    want = torch.nn.functional.normalize(feats, dim=-1).numpy()
+    rows = [index.files.index(f) for f in good]
+    got = index.index.reconstruct_n(0, index.index.ntotal)[rows]
+    np.testing.assert_allclose(got, want, atol=1e-4)

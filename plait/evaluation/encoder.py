@@ -29,21 +29,32 @@ class ClipEncoder:
     """``embed_texts(list[str])`` and ``embed_images(list[PIL] | Tensor)`` -> (N, D), unit norm."""
 
     def __init__(self, model, tokenizer, image_config: ImageConfig, batch_size: int = 64):
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self._tokenizer = model, tokenizer
         self.processor = ImageProcessor(image_config)
         self.batch_size = batch_size
+        self.folder: Path | None = None
+
+    @property
+    def tokenizer(self):
+        """Loaded on first use, so indexing images needs no tokenizer files."""
+        if self._tokenizer is None:
+            from plait.text.load import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.folder)
+        return self._tokenizer
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = "cpu") -> ClipEncoder:
         from plait.checkpoint import load
-        from plait.text.load import load_tokenizer
 
         folder = Path(folder)
         model = load(folder, device=device)
         if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
             raise ValueError(f"{folder} holds a {type(model).__name__}, not a CLIP model"
                              " (it needs encode_image and encode_text)")
-        return cls(model, load_tokenizer(folder), read_preprocessor_config(folder))
+        enc = cls(model, None, read_preprocessor_config(folder))
+        enc.folder = folder
+        return enc
 
     @property
     def device(self) -> torch.device:
