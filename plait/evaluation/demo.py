@@ -54,12 +54,16 @@ def run_clip_demo(config: str = "configs/clip_shapes.toml", overrides: dict[str,
     vectors, files = embed_files(enc, list_files(out / "heldout"), progress=False)
     index = SearchIndex.build(vectors, [str(f) for f in files], str(out.resolve()))
     index.save(out / "heldout.faiss")
+    target = None
     if query is None:  # a two-shape held-out scene's caption: its file should come first
-        query = next(s.captions[0] for s in gallery if len(s.shapes) == 2)
+        target = next(i for i, s in enumerate(gallery) if len(s.shapes) == 2)
+        query = gallery[target].captions[0]
     results = index.search(enc.embed_texts([query])[0].numpy(), k)
     print(f'search "{query}":')
     for file, score in results:
-        print(f"  {score:.3f}  {file}")
+        mark = "  <- the scene this caption was written for" if (
+            target is not None and Path(file).name.startswith(f"{target:03d}_")) else ""
+        print(f"  {score:.3f}  {file}{mark}")
     write_grid(results, out / "search_grid.png")
     print(f"grid -> {out / 'search_grid.png'}  (train {train_s:.0f}s)")
     return {**metrics, "train_s": train_s, "query": query, "results": results}
