@@ -10,11 +10,12 @@ Row i of ``s * I T^T`` scores image i against every text; its "class" is text i.
 100 (t <= ln 100) so the softmax cannot collapse onto one pair.
 
 Data parallel: each rank holds B of the N = W * B pairs. It gathers every rank's features with a
-DIFFERENTIABLE all-gather (``torch.distributed.nn.functional.all_gather``, whose backward sums
-the gradients sent back to each rank) and scores its own B rows against all N columns, labels
-offset by ``rank * B`` (open_clip's ``local_loss=True, gather_with_grad=True``). The mean over
-ranks of these local losses is L over the global batch, and DDP's gradient averaging gives
-exactly the one-process gradient: 2 processes == 1 process (tests/test_clip_train.py).
+DIFFERENTIABLE all-gather (``_GatherWithGrad``: its backward all-reduces the gradient and keeps
+this rank's slice, i.e. sums what every rank's loss sends back to it) and scores its own B rows
+against all N columns, labels offset by ``rank * B`` (open_clip's ``local_loss=True,
+gather_with_grad=True``). The mean over ranks of these local losses is L over the global batch,
+and DDP's gradient averaging gives exactly the one-process gradient: 2 processes == 1 process
+(tests/test_clip_train.py).
 """
 
 from __future__ import annotations
@@ -56,14 +57,28 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each rank the SUM over ranks of its slice's gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # (B, D) -> (W * B, D)
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # (W * B, D) -> (B, D)
+        # every rank's loss touched every slice: rank r's input gets all ranks' grads of slice r
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        B = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * B:(dist.get_rank() + 1) * B]
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` (B, D) from every rank into (W * B, D), keeping the autograd graph."""
     _, world_size = world()
-    if world_size == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return x if world_size == 1 else _GatherWithGrad.apply(x)
 
 
 def clip_logits(image_features: Tensor, text_features: Tensor,
