@@ -16,6 +16,7 @@ A family whose plait loader is missing is skipped with a note, not an error.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -54,7 +55,7 @@ def diff(a: torch.Tensor, b: torch.Tensor) -> str:
 
 
 def skipped(names: list[tuple[str, str]], note: str) -> list[Row]:
-    return [Row(name, unit, None, None, note) for name, unit in names]
+    return [Row(name, unit, 1, [], [], note) for name, unit in names]
 
 
 # -- GPT-2: decoding ------------------------------------------------------------------------------
@@ -76,10 +77,11 @@ def decode_row(name: str, hf, ours, ids: torch.Tensor, args, **gen) -> Row:
         "hf": lambda: out.__setitem__("hf", hf.generate(ids, attention_mask=mask, **hf_gen)),
         "plait": lambda: out.__setitem__("plait", ours.generate(ids, mask, **gen)),
     }
-    t = interleaved(cases, args.gen_reps, args.device)
-    work = ids.shape[0] * args.new_tokens
+    hf.generate(ids, attention_mask=mask, **{**hf_gen, "max_new_tokens": 2})  # cheap warm-up
+    ours.generate(ids, mask, **{**gen, "max_new_tokens": 2})
+    t = interleaved(cases, args.gen_reps, args.device, warmup=0)
     same = "tokens equal" if torch.equal(out["hf"], out["plait"]) else "TOKENS DIFFER"
-    return Row(name, "tok/s", work / t["hf"], work / t["plait"], same)
+    return Row(name, "tok/s", ids.shape[0] * args.new_tokens, t["hf"], t["plait"], same)
 
 
 def prefill_row(hf, ours, ids: torch.Tensor, args) -> Row:
@@ -98,7 +100,7 @@ def prefill_row(hf, ours, ids: torch.Tensor, args) -> Row:
         "plait": ours_prefill,
     }
     t = interleaved(cases, args.reps, args.device)
-    return Row(f"GPT-2 prefill, batch {B}, prompt {T}", "ms", 1e3 * t["hf"], 1e3 * t["plait"],
+    return Row(f"GPT-2 prefill, batch {B}, prompt {T}", "ms", 0, t["hf"], t["plait"],
                diff(out["hf"], out["plait"]))
 
 
@@ -135,7 +137,7 @@ def encoder_row(name: str, unit: str, work: int, hf_fn: Callable[[], torch.Tenso
     out: dict[str, torch.Tensor] = {}
     t = interleaved({"hf": lambda: out.__setitem__("hf", hf_fn()),
                      "plait": lambda: out.__setitem__("plait", plait_fn())}, args.reps, args.device)
-    return Row(name, unit, work / t["hf"], work / t["plait"], diff(out["hf"], out["plait"]))
+    return Row(name, unit, work, t["hf"], t["plait"], diff(out["hf"], out["plait"]))
 
 
 def bench_bert(args: argparse.Namespace, notes: list[str]) -> list[Row]:
@@ -239,7 +241,7 @@ def header(args: argparse.Namespace) -> str:
         cpu = torch.cuda.get_device_name()
     return (f"device={args.device} ({cpu}) dtype={args.dtype} threads={torch.get_num_threads()}"
             f" torch={torch.__version__} transformers={transformers.__version__}"
-            f" plait={plait.__version__}")
+            f" plait={plait.__version__} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -253,9 +255,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for name in args.only.split(","):
+            t1 = time.perf_counter()
             new = FAMILIES[name](args, notes)
             rows += new
             print(table(new).split("\n", 2)[2], flush=True)  # progress: this family's lines
+            print(f"  ({name}: {time.perf_counter() - t1:.0f} s)", flush=True)
     print(f"\n{table(rows)}\n")
     for n in notes:
         print(f"- {n}")

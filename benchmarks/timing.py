@@ -23,8 +23,8 @@ def sync(device: str) -> None:
 
 
 def interleaved(cases: dict[str, Callable[[], object]], reps: int, device: str = "cpu",
-                warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each case, the cases run round-robin ``reps`` times after a warm-up."""
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each round of each case, the cases run round-robin after a warm-up."""
     for _ in range(warmup):
         for fn in cases.values():
             fn()
@@ -37,29 +37,49 @@ def interleaved(cases: dict[str, Callable[[], object]], reps: int, device: str =
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
 @dataclass
 class Row:
-    """One benchmark line: throughput (or latency) of both libraries on the same work."""
+    """One benchmark line: seconds per round of both libraries on the same work.
+
+    ``work`` items per round (tokens, sequences, images) turn seconds into a throughput;
+    ``work=0`` reports a latency in ms instead.
+    """
 
     name: str
     unit: str  # "tok/s", "seq/s", "img/s" (higher is better) or "ms" (lower is better)
-    hf: float | None
-    plait: float | None
-    check: str = ""  # parity evidence: "tokens equal", "max|diff| 3e-6", or why it was skipped
+    work: int
+    hf_s: list[float]
+    plait_s: list[float]
+    check: str = ""  # parity evidence: "tokens equal", "max abs diff 3e-06", or a skip reason
+
+    def value(self, seconds: float) -> float:
+        return seconds * 1e3 if self.work == 0 else self.work / seconds
+
+    @property
+    def hf(self) -> float | None:
+        return self.value(statistics.median(self.hf_s)) if self.hf_s else None
+
+    @property
+    def plait(self) -> float | None:
+        return self.value(statistics.median(self.plait_s)) if self.plait_s else None
 
     @property
     def speedup(self) -> float | None:
-        """How many times faster plait is (>1 = plait faster), whatever the unit."""
-        if not self.hf or not self.plait:
+        """Median HF time / median plait time (>1: plait faster)."""
+        if not self.hf_s or not self.plait_s:
             return None
-        return self.hf / self.plait if self.unit == "ms" else self.plait / self.hf
+        return statistics.median(self.hf_s) / statistics.median(self.plait_s)
 
-
-def rate(work: float, seconds: float) -> float:
-    return work / seconds
+    @property
+    def best_speedup(self) -> float | None:
+        """The same from each side's fastest round: other processes only ever slow a round
+        down, so on a busy machine the minimum is the steadier estimate."""
+        if not self.hf_s or not self.plait_s:
+            return None
+        return min(self.hf_s) / min(self.plait_s)
 
 
 def fmt(x: float | None) -> str:
@@ -69,11 +89,15 @@ def fmt(x: float | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    """A Markdown table: benchmark, unit, transformers, plait, speedup, parity check."""
-    lines = ["| benchmark | unit | transformers | plait | plait speedup | check |",
-             "|---|---|---:|---:|---:|---|"]
+    """Markdown: benchmark, unit, medians of both sides, speed-ups (median, best), parity."""
+    lines = ["| benchmark | unit | transformers | plait | plait speed-up (median) |"
+             " (best round) | check |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        s = r.speedup
         lines.append(f"| {r.name} | {r.unit} | {fmt(r.hf)} | {fmt(r.plait)} |"
-                     f" {'-' if s is None else f'{s:.2f}x'} | {r.check} |")
+                     f" {times(r.speedup)} | {times(r.best_speedup)} | {r.check} |")
     return "\n".join(lines)
+
+
+def times(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"

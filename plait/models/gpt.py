@@ -26,6 +26,7 @@ from plait.nn import (
     SelfAttention,
     Sinusoidal,
     Stack,
+    gemv_layout,
     make_attn_mask,
     make_mlp,
     make_norm,
@@ -185,7 +186,11 @@ class GPT(nn.Module):
         return self.config.block_size if self.config.pos_encoding == "learned" else None
 
     def setup_cache(self, batch: int, max_len: int) -> None:
-        """Preallocate every layer's KV cache for ``batch`` rows of up to ``max_len`` tokens."""
+        """Preallocate every layer's KV cache for ``batch`` rows of up to ``max_len`` tokens.
+
+        Also lays wide weights out for one-token steps (:func:`plait.nn.gemv_layout`), once.
+        """
+        gemv_layout(self)
         p = self.wte.weight
         self.transformer.setup_cache(batch, max_len, p.dtype, p.device)
 

@@ -15,6 +15,7 @@ from plait.nn.layers import (
     RMSNorm,
     Stack,
     SwiGLU,
+    gemv_layout,
     make_mlp,
     make_norm,
 )
@@ -33,5 +34,6 @@ __all__ = [
     "ALiBi", "AttnInputs", "Block", "CrossAttention", "KVCache", "Learned", "MLP",
     "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
+    "gemv_layout",
     "make_attn_mask", "make_mlp", "make_norm",
 ]

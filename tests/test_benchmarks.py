@@ -1,0 +1,51 @@
+"""The benchmark helpers and the decode weight layout they motivated."""
+
+import torch
+
+from benchmarks.bandwidth import weight_bytes
+from benchmarks.timing import Row, interleaved, table
+from plait.models.gpt import GPT, GPTConfig
+from plait.nn import gemv_layout
+
+
+def tiny_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=97, n_layer=2, n_head=2, n_embd=32, block_size=64)).eval()
+
+
+def test_gemv_layout_keeps_values_and_outputs():
+    model, ref = tiny_gpt(), tiny_gpt()
+    gemv_layout(model)
+    fc = model.transformer.blocks[0].mlp.fc.weight  # 32 -> 128: widened, so column-major
+    proj = model.transformer.blocks[0].mlp.proj.weight  # 128 -> 32: left row-major
+    assert fc.shape == (128, 32) and fc.stride() == (1, 128)
+    assert proj.is_contiguous()
+    assert model.lm_head.weight is model.wte.weight  # still tied
+    for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    ids = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), ref(ids), rtol=1e-5, atol=1e-5)
+        out = model.generate(ids, max_new_tokens=6)
+        assert torch.equal(out, ref.generate(ids, max_new_tokens=6))
+    assert gemv_layout(model).lm_head.weight.stride() == (1, 97)  # idempotent
+
+
+def test_weight_bytes_counts_tied_embedding_once():
+    model = tiny_gpt()
+    n = sum(p.numel() for p in model.parameters())
+    assert n == sum(p.numel() for name, p in model.state_dict().items()
+                    if name != "lm_head.weight")
+    assert weight_bytes(model) == 4 * n
+
+
+def test_interleaved_rounds_and_table():
+    order: list[str] = []
+    t = interleaved({"hf": lambda: order.append("hf"), "plait": lambda: order.append("p")},
+                    reps=3, warmup=1)
+    assert order == ["hf", "p"] * 4 and len(t["hf"]) == 3
+    row = Row("x", "tok/s", 10, [2.0, 1.0, 4.0], [1.0, 0.5, 2.0], "tokens equal")
+    assert row.hf == 5.0 and row.plait == 10.0 and row.speedup == 2.0
+    lat = Row("y", "ms", 0, [0.2], [0.1])
+    assert lat.hf == 200.0 and lat.speedup == 2.0
+    assert "| x | tok/s | 5.00 | 10.0 | 2.00x | 2.00x | tokens equal |" in table([row])
