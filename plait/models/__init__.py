@@ -12,6 +12,7 @@ from plait.config import Config
 from plait.models.bert import Bert, BertConfig
 from plait.models.clip import CLIP, CLIPConfig
 from plait.models.gpt import GPT, GPTConfig
+from plait.models.resnet import ResNet, ResNetConfig
 from plait.models.vit import ViT, ViTConfig
 
 REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {
@@ -19,6 +20,7 @@ REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {
     "bert": (BertConfig, Bert),
     "vit": (ViTConfig, ViT),
     "clip": (CLIPConfig, CLIP),
+    "resnet": (ResNetConfig, ResNet),
 }
 
 
@@ -29,5 +31,5 @@ def model_type_of(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__} is not in plait.models.REGISTRY")
 
 
-__all__ = ["CLIP", "GPT", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "REGISTRY", "ViT",
-           "ViTConfig", "model_type_of"]
+__all__ = ["CLIP", "GPT", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "REGISTRY",
+           "ResNet", "ResNetConfig", "ViT", "ViTConfig", "model_type_of"]
