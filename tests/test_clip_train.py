@@ -171,3 +171,31 @@ def test_without_gather_the_gradient_differs():
     full = grad([slice(0, 8)])
     halves = grad([slice(0, 4), slice(4, 8)])
     assert not torch.allclose(full, halves, atol=1e-4)
+
+
+def test_clip_task_batches_split_over_ranks_and_files_load(tmp_path):
+    """Rank shares of a global batch concatenate to the one-process batch; the tokenizer and
+    preprocessor files the task writes load back as the same tokenizer / image settings."""
+    from plait.text.load import load_tokenizer
+    from plait.training.contrastive import ClipData, ClipTask
+    from plait.training.distributed import Dist
+    from plait.training.recipe import TrainConfig
+    from plait.vision import read_preprocessor_config
+
+    data = ClipData(n_train=40, n_gallery=10, batch_size=8, image_size=32, dir=str(tmp_path))
+    one = ClipTask(data, TrainConfig(), Dist())
+    parts = [ClipTask(data, TrainConfig(), Dist(r, 2)).train_batch(3, 1) for r in (0, 1)]
+    full = one.train_batch(3, 1)
+    torch.testing.assert_close(torch.cat([p[0] for p in parts]), full[0])
+    rows = [ids[m.bool()].tolist() for p in parts for ids, m in zip(p[1], p[2], strict=True)]
+    assert rows == [ids[m.bool()].tolist() for ids, m in zip(full[1], full[2], strict=True)]
+    assert not torch.equal(one.train_batch(4, 1)[0], full[0])  # another step, another batch
+    aug = data.replace(crop_scale=(0.8, 1.0))  # random crops are drawn per global row, too
+    parts = [ClipTask(aug, TrainConfig(), Dist(r, 2)).train_batch(3, 1)[0] for r in (0, 1)]
+    aug_full = ClipTask(aug, TrainConfig(), Dist()).train_batch(3, 1)[0]
+    torch.testing.assert_close(torch.cat(parts), aug_full)
+    assert not torch.allclose(aug_full, full[0])
+    tok = load_tokenizer(tmp_path)
+    caption = one.items[0].captions[0]
+    assert tok.encode(caption) == one.tokenizer.encode(caption)
+    assert read_preprocessor_config(tmp_path).crop_size == 32

@@ -206,11 +206,17 @@ class ClipTask(Task):
         """This rank's rows of global batch (step, micro): (pixels, input_ids, attention_mask)."""
         rng = random.Random(f"clip/{self.train.seed}/{step}/{micro}")
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
-        picks = [rng.randrange(len(self.items)) for _ in range(B)][r * B // W:(r + 1) * B // W]
-        rows = [rng.choice(self.ids[i]) for i in picks]
+        # draw the whole global batch (images, caption choice, crop seed), then keep our rows:
+        # every rank sees the same draws, so W ranks together see the one-process batch
+        draws = [(i, rng.randrange(len(self.ids[i])), rng.getrandbits(32))
+                 for i in (rng.randrange(len(self.items)) for _ in range(B))]
+        mine = draws[r * B // W:(r + 1) * B // W]
+        picks = [i for i, _, _ in mine]
+        rows = [self.ids[i][j] for i, j, _ in mine]
         if self.data.crop_scale[0] < 1.0:  # augment: re-render and random-crop each image
-            pixels = self.processor.batch([self.items[i].render(self.data.image_size)
-                                           for i in picks], train=True, rng=rng)
+            size = self.data.image_size
+            pixels = torch.stack([self.processor(self.items[i].render(size), train=True,
+                                                 rng=random.Random(seed)) for i, _, seed in mine])
         else:
             c = self.image_config
             pixels = normalize(self.uint8[picks].float() / 255.0, c.mean, c.std)
