@@ -4,9 +4,12 @@
 2. Train a small GPT with ``configs/shakespeare_char.toml`` (under 5 minutes on 2 CPU cores)
    and report its loss on the *whole* validation split (the last 10% of the text).
 3. Load the trained folder with ``plait.load`` and sample 300 characters from it.
+4. Train a CLIP on synthetic shape scenes (``configs/clip_shapes.toml``, under 3 minutes),
+   report held-out retrieval, index the held-out scenes with faiss and search them by text
+   (:func:`plait.evaluation.run_clip_demo`).
 
-The run is left in ``runs/shakespeare_char/`` (a model folder, metrics.jsonl, loss.png). Each
-part is one small function so later parts (e.g. CLIP) can be appended to ``main``.
+The runs are left in ``runs/shakespeare_char/`` (a model folder, metrics.jsonl, loss.png) and
+``runs/clip_shapes/`` (a CLIP folder, the held-out PNGs, the index and ``search_grid.png``).
 """
 
 from __future__ import annotations
@@ -87,8 +90,18 @@ def shakespeare_part() -> None:
     print(sample_text(folder))
 
 
+def clip_part() -> None:
+    from plait.evaluation import run_clip_demo
+
+    banner("CLIP on synthetic scenes: held-out retrieval and text -> image search")
+    run_clip_demo()
+
+
 def main() -> None:
+    t0 = time.perf_counter()
     shakespeare_part()
+    clip_part()
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
