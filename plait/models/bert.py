@@ -25,7 +25,7 @@ from torch import Tensor
 
 from plait.config import Config
 from plait.nn import AttnInputs, Learned, PostNormBlock, SelfAttention, Stack, make_attn_mask
-from plait.nn.layers import ACTIVATIONS, make_mlp
+from plait.nn.layers import ACTIVATIONS, make_mlp, normal_init
 
 HeadKind = Literal["none", "mlm", "classify"]
 
@@ -139,16 +139,9 @@ class Bert(nn.Module):
         # masked-LM checkpoints have no pooler: their pooled vector is the plain [CLS] state
         self.pooler = Pooler(c.n_embd) if c.head != "mlm" else ClsToken()
         self.head = make_head(c)
-        self.apply(self._init_weights)
+        self.apply(normal_init)
         if c.head == "mlm" and c.tie_embeddings:
             self.head.decoder.weight = self.wte.weight
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear | nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> Tensor:

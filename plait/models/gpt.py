@@ -30,6 +30,7 @@ from plait.nn import (
     make_attn_mask,
     make_mlp,
     make_norm,
+    normal_init,
 )
 
 PosKind = Literal["learned", "sinusoidal", "rope", "alibi", "relative"]
@@ -120,18 +121,11 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
+        self.apply(normal_init)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) (Radford 2019, §2.3)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear | nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 input_pos: int | None = None, last_only: bool = False) -> Tensor:

@@ -18,6 +18,7 @@ from plait.nn.layers import (
     gemv_layout,
     make_mlp,
     make_norm,
+    normal_init,
 )
 from plait.nn.positions import (
     ALiBi,
@@ -35,5 +36,5 @@ __all__ = [
     "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
     "gemv_layout",
-    "make_attn_mask", "make_mlp", "make_norm",
+    "make_attn_mask", "make_mlp", "make_norm", "normal_init",
 ]

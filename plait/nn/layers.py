@@ -99,6 +99,14 @@ def make_norm(kind: str, dim: int, eps: float = 1e-5, bias: bool = True) -> nn.M
     raise ValueError(f"unknown norm '{kind}' (allowed: layernorm, rmsnorm)")
 
 
+def normal_init(m: nn.Module, std: float = 0.02) -> None:
+    """GPT-2 / BERT initialisation, for ``model.apply``: N(0, std) weights, zero biases."""
+    if isinstance(m, nn.Linear | nn.Embedding):
+        nn.init.normal_(m.weight, mean=0.0, std=std)
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
 def gemv_layout(model: nn.Module) -> nn.Module:
     """Store each widening Linear's (out, in) weight column-major (out > in); values unchanged.
 
