@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from helpers import randomize
 
 import plait
 from plait.cli.main import main
@@ -19,13 +20,6 @@ ATOL = 1e-4
 CLASSES = {"none": "BertModel", "mlm": "BertForMaskedLM",
            "classify": "BertForSequenceClassification"}
 
-
-def randomize(model, std=0.3):
-    """Far-from-init weights, so a wrong activation or a swapped tensor shows."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model
 
 
 def hf_bert(tmp_path, head="none", seed=0, **kw):

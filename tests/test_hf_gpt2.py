@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import randomize
 
 import plait
 from plait.cli.main import main
@@ -18,13 +19,6 @@ transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4
 
-
-def randomize(model, std=0.3):
-    """Far-from-init weights, so activations are large enough to tell GELU variants apart."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model
 
 
 def hf_gpt2(tmp_path, seed=0, **kw):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import randomize
 
 import plait
 from plait.cli.main import main
@@ -15,12 +16,6 @@ transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4
 
-
-def randomize(model, std=0.3):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, std)
-    return model
 
 
 def hf_vit(tmp_path, cls="ViTModel", seed=0, **kw):
