@@ -24,15 +24,6 @@ from plait.generation import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine they spin and wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_gpt(vocab: int = 40, pos: str = "learned", seed: int = 0, std: float = 0.3) -> GPT:
     """A 2-layer GPT whose weights are large enough that next-token choices are not near ties."""
     torch.manual_seed(seed)

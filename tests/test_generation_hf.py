@@ -14,16 +14,6 @@ from transformers import GPT2Config, GPT2LMHeadModel
 import plait.hf
 from plait.generation import generate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine they spin and wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SHAPES = [  # (vocab, n_layer, n_head, n_embd, n_positions)
     (64, 2, 2, 32, 48),
     (97, 3, 4, 48, 64),
