@@ -67,18 +67,29 @@ def save_weights(model: nn.Module, path: str | Path,
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata or {"format": "pt"}))
 
 
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file; a truncated or foreign file is a clear ValueError."""
+def _open_safetensors(path: str | Path, read: Callable[[Any], Any]) -> Any:
+    """``read(handle)`` on an open safetensors file; a missing, truncated or foreign file is a
+    FileNotFoundError / ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+            return read(f)
     except (SafetensorError, OSError, RuntimeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(
             f"cannot read {path} (truncated or not a safetensors file): {reason}") from None
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file."""
+    return _open_safetensors(path, lambda f: {k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (e.g. the training step it was saved at)."""
+    return _open_safetensors(path, lambda f: f.metadata() or {})
 
 
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

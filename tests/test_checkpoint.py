@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import plait
-from plait.checkpoint import atomic_write, load_model, save_model
+from plait.checkpoint import atomic_write, load_model, read_safetensors_metadata, save_model
 from plait.models import GPT, GPTConfig
 
 
@@ -55,6 +55,8 @@ def test_broken_folders_give_one_line_errors(tmp_path):
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"model\.safetensors.*truncated"):
         load_model(tmp_path)
+    with pytest.raises(ValueError, match=r"model\.safetensors.*truncated"):
+        read_safetensors_metadata(weights)  # what --resume reads first
 
     weights.unlink()
     with pytest.raises(FileNotFoundError, match="no weights"):

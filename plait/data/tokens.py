@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from plait.checkpoint import atomic_write, atomic_write_text
+from plait.config import read_json
 
 SPLITS = ("train", "val")
 META_FILE = "meta.json"
@@ -118,10 +119,7 @@ def read_meta(folder: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no token data in {folder} (missing {META_FILE}): run "
                                 f"`plait prepare-text FILE --out {folder}` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"corrupt {path}: {e}") from None
+    return read_json(path)  # a corrupt file is a one-line error naming it
 
 
 class TokenDataset:

@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors import safe_open
 
-from plait.checkpoint import WEIGHTS_NAME, atomic_write, save_model
+from plait.checkpoint import WEIGHTS_NAME, atomic_write, read_safetensors_metadata, save_model
 
 STATE_NAME = "trainer_state.pt"
 RECIPE_NAME = "recipe.json"
@@ -83,8 +82,7 @@ def load_trainer_state(out_dir: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 (any unpickling failure means a bad file)
         raise ValueError(f"cannot read {path}: {e}") from None
-    with safe_open(str(out_dir / WEIGHTS_NAME), framework="pt") as f:
-        w_step = (f.metadata() or {}).get(STEP_KEY)
+    w_step = read_safetensors_metadata(out_dir / WEIGHTS_NAME).get(STEP_KEY)
     if w_step != str(state["step"]):
         raise ValueError(f"{out_dir}: weights are from step {w_step} but {STATE_NAME} from step"
                          f" {state['step']} (a crash between two files of a save); cannot resume")
