@@ -16,6 +16,7 @@ from plait.nn import (
     Sinusoidal,
     apply_rope,
     make_attn_mask,
+    make_mlp,
     make_norm,
 )
 from plait.nn.positions import alibi_slopes
@@ -199,6 +200,36 @@ def test_norms_match_formula(kind):
     else:
         ref = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+ACTIVATION_FORMULAS = {
+    "gelu": lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi)
+                                                     * (x + 0.044715 * x**3))),
+    "relu": lambda x: x.clamp(min=0),
+    "silu": lambda x: x / (1 + torch.exp(-x)),
+    "quick_gelu": lambda x: x / (1 + torch.exp(-1.702 * x)),
+    "relu2": lambda x: x.clamp(min=0) ** 2,
+}
+
+
+@pytest.mark.parametrize("kind", [*ACTIVATION_FORMULAS, "swiglu"])
+def test_feed_forward_matches_formula(kind):
+    torch.manual_seed(0)
+    mlp = make_mlp(kind, 6, 10, bias=True)
+    x = torch.randn(2, 3, 6)
+    if kind == "swiglu":
+        gate, up = (x @ mlp.fc.weight.T + mlp.fc.bias).split(10, dim=-1)
+        hidden = gate * torch.sigmoid(gate) * up
+    else:
+        hidden = ACTIVATION_FORMULAS[kind](x @ mlp.fc.weight.T + mlp.fc.bias)
+    ref = hidden @ mlp.proj.weight.T + mlp.proj.bias
+    torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_activation_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match="relu2"):
+        make_mlp("swish", 6, 10)
 
 
 def test_config_validation_names_the_field():

@@ -59,6 +59,18 @@ def test_lr_schedule_is_warmup_then_cosine():
     assert all(a >= b for a, b in zip(steps, steps[1:], strict=False))  # monotone decay
 
 
+def test_lr_schedule_linear_decay():
+    kw = dict(lr_max=1.0, lr_min=0.0, warmup_steps=10, decay_steps=110, decay="linear")
+    assert lr_at(9, **kw) == pytest.approx(1.0)  # warmup is the same as cosine's
+    assert lr_at(10, **kw) == pytest.approx(1.0)
+    assert lr_at(35, **kw) == pytest.approx(0.75)
+    assert lr_at(60, **kw) == pytest.approx(0.5)
+    assert lr_at(109, **kw) == pytest.approx(0.01)
+    assert lr_at(110, **kw) == 0.0
+    with pytest.raises(ValueError, match="linear"):
+        lr_at(20, 1.0, 0.0, 10, 110, decay="step")
+
+
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 def test_label_smoothing_equals_its_formula(eps):
     torch.manual_seed(0)

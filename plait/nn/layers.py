@@ -28,12 +28,20 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+class ReLU2(nn.Module):
+    """relu(x)^2: the squared ReLU of Primer (So et al. 2021, arXiv:2109.08668)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x).square()
+
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,  # exact, erf-based (BERT, ViT)
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # GPT-2's "gelu_new"
     "relu": nn.ReLU,
     "silu": nn.SiLU,
     "quick_gelu": QuickGELU,
+    "relu2": ReLU2,  # squared ReLU (Primer)
 }
 
 

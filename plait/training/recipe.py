@@ -32,6 +32,7 @@ class TrainConfig(Config):
     max_minutes: float = 0.0  # > 0: also stop after this much training wall time (a safety net)
     lr: float = 1e-3
     min_lr: float = 1e-4
+    decay: Literal["cosine", "linear"] = "cosine"  # shape of the lr decay after warmup
     warmup_steps: int = 100
     weight_decay: float = 0.1  # applied to 2-D weights only (matmuls, embeddings)
     betas: tuple[float, float] = (0.9, 0.95)

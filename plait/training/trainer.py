@@ -80,7 +80,9 @@ def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> to
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    fused = device.type == "cuda"  # one kernel for all parameters on GPU
+    # one fused kernel for all parameters (CPU and CUDA since torch 2.4): on the 2-core CPU
+    # the Shakespeare step took 10-20 % less time than with the per-tensor loop
+    fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=fused)
 
 
@@ -146,7 +148,7 @@ class Trainer:
     def train_step(self, step: int) -> tuple[torch.Tensor, int]:
         """Accumulate ``grad_accum`` micro-batches, clip, step. Returns (loss, items seen)."""
         t, A = self.t, self.t.grad_accum
-        lr = lr_at(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
+        lr = lr_at(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps, t.decay)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total, items = torch.zeros((), device=self.device), 0
