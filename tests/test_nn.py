@@ -227,6 +227,15 @@ def test_feed_forward_matches_formula(kind):
     torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_relu2_gradient_equals_autograd_of_its_formula():
+    x = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(make_mlp("relu2", 7, 3).act, (x,))
+    g = torch.randn(4, 7, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(make_mlp("relu2", 7, 3).act(x), x, g)
+    (ref,) = torch.autograd.grad(x.clamp(min=0) ** 2, x, g)
+    torch.testing.assert_close(ours, ref)
+
+
 def test_unknown_activation_lists_the_allowed_ones():
     with pytest.raises(ValueError, match="relu2"):
         make_mlp("swish", 6, 10)

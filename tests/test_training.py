@@ -161,6 +161,28 @@ def test_crash_during_save_keeps_the_previous_checkpoint(data_dir, tmp_path, mon
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
 
 
+def test_time_budget_moves_the_schedule_on_when_the_clock_runs_ahead(data_dir, tmp_path):
+    trainer = Trainer(recipe(data_dir, tmp_path, max_steps=100, warmup_steps=10, max_minutes=1.0))
+    assert trainer.schedule_step(5, 59.0) == 5  # warmup is counted in steps only
+    assert trainer.schedule_step(50, 15.0) == 50  # ahead of the clock: the steps decide
+    assert trainer.schedule_step(20, 45.0) == pytest.approx(75.0)  # behind: 3/4 of the budget
+    no_budget = Trainer(recipe(data_dir, tmp_path / "b", max_steps=100, warmup_steps=10))
+    assert no_budget.schedule_step(20, 1e9) == 20
+
+
+def test_time_budget_stops_with_the_decay_finished(data_dir, tmp_path, monkeypatch):
+    """A clock that says 7 s per step against a 0.5-minute budget: the run stops after step 5
+    (35 s > 30 s), and the lr it used on its last step is already near the floor."""
+    monkeypatch.setattr(Trainer, "_clock", lambda self, start: 7.0 * self.state["step"])
+    r = recipe(data_dir, tmp_path, max_steps=12, warmup_steps=1, max_minutes=0.5, min_lr=0.0,
+               decay="linear", eval_interval=0, save_interval=0)
+    result = train(r)
+    assert result["step"] < 12
+    lrs = losses(tmp_path, "train", "lr")
+    assert lrs[-1][1] < 0.2 * r.train.lr  # decayed by the clock, not by the 12 steps
+    assert all(a[1] >= b[1] for a, b in zip(lrs[1:], lrs[2:], strict=False))
+
+
 def test_early_stopping_with_patience(data_dir, tmp_path):
     # lr 0: the val loss never improves after the first eval, so patience 2 stops at step 6
     r = recipe(data_dir, tmp_path, lr=0.0, min_lr=0.0, eval_interval=2, patience=2,

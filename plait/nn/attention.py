@@ -171,13 +171,14 @@ class SelfAttention(Attention):
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: Tensor, ctx: AttnInputs) -> Tensor:
-        hs = self.head_dim
-        q, k, v = self.qkv(x).split(
-            [self.n_head * hs, self.n_kv_head * hs, self.n_kv_head * hs], dim=-1)
-        q, k, v = self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(
-            v, self.n_kv_head)
-        if ctx.rope is not None:
-            q, k = apply_rope(q, *ctx.rope), apply_rope(k, *ctx.rope)
+        B, T, _ = x.shape
+        nq, nkv = self.n_head, self.n_kv_head
+        # (B, nq + 2 nkv, T, hs): the q heads, then the k heads, then the v heads
+        heads = self.qkv(x).view(B, T, nq + 2 * nkv, self.head_dim).transpose(1, 2)
+        qk, v = heads.split([nq + nkv, nkv], dim=1)  # split, not slices: its backward is one cat
+        if ctx.rope is not None:  # q and k heads lie side by side: rotate them in one pass
+            qk = apply_rope(qk, *ctx.rope)
+        q, k = qk.split([nq, nkv], dim=1)
         if ctx.input_pos is not None:
             if self.kv_cache is None:
                 raise ValueError("input_pos given but no KV cache: call model.setup_cache() first")

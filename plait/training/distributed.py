@@ -105,10 +105,10 @@ def all_gather(obj: object, d: Dist) -> list[object]:
     return out
 
 
-def broadcast_flag(flag: bool, d: Dist, device: torch.device) -> bool:
-    """Rank 0's ``flag`` on every rank (so all ranks stop on the same step)."""
+def broadcast_value(value: float, d: Dist, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (so all ranks take the same decisions)."""
     if not d.enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
-    return bool(t.item())
+    return float(t.item())

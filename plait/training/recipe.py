@@ -29,7 +29,10 @@ class TrainConfig(Config):
 
     out_dir: str = "runs/run"
     max_steps: int = 1000  # optimizer steps; the LR schedule decays over exactly these
-    max_minutes: float = 0.0  # > 0: also stop after this much training wall time (a safety net)
+    # > 0: a wall-time budget. The run stops when it is spent, and the lr decay follows
+    # whichever runs out first, steps or time, so a slow machine still ends the schedule.
+    # The clock makes such a run machine-dependent; 0 keeps it a pure function of the step.
+    max_minutes: float = 0.0
     lr: float = 1e-3
     min_lr: float = 1e-4
     decay: Literal["cosine", "linear"] = "cosine"  # shape of the lr decay after warmup

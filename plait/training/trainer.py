@@ -115,7 +115,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, t, self.device)
         self.out = Path(t.out_dir)
         self.metrics = MetricsLog(self.out / METRICS_NAME, enabled=self.dist.is_main)
-        self.state: dict[str, Any] = {"step": 0, "best_val": math.inf, "bad_evals": 0}
+        self.state: dict[str, Any] = {"step": 0, "best_val": math.inf, "bad_evals": 0,
+                                      "seconds": 0.0}
         if resume:
             self._restore()
         else:
@@ -137,6 +138,7 @@ class Trainer:
         load_weights_into(self.model, read_safetensors(weights), str(weights))
         self.optimizer.load_state_dict(state["optimizer"])
         self.state = {k: state[k] for k in ("step", "best_val", "bad_evals")}
+        self.state["seconds"] = state.get("seconds", 0.0)  # training time before the stop
         rngs = state["rng"]
         if self.dist.rank < len(rngs):
             set_rng_state(rngs[self.dist.rank])
@@ -145,10 +147,22 @@ class Trainer:
         self.metrics.truncate_after(self.state["step"])
 
     # -- one optimizer step ------------------------------------------------------------------
-    def train_step(self, step: int) -> tuple[torch.Tensor, int]:
-        """Accumulate ``grad_accum`` micro-batches, clip, step. Returns (loss, items seen)."""
+    def schedule_step(self, step: int, seconds: float) -> float:
+        """Where the lr schedule stands: ``step``, or under a time budget (``max_minutes``) the
+        used fraction of the budget times ``max_steps`` once that is further along, so that on a
+        slow machine the decay still ends when the time does instead of being cut off."""
+        t = self.t
+        if t.max_minutes <= 0 or step < t.warmup_steps:
+            return step
+        return max(step, seconds / (60 * t.max_minutes) * t.max_steps)
+
+    def train_step(self, step: int, schedule_step: float | None = None) -> tuple[torch.Tensor, int]:
+        """Accumulate ``grad_accum`` micro-batches, clip, step. Returns (loss, items seen).
+
+        ``schedule_step``: the (fractional) step the lr schedule reads; default ``step``."""
         t, A = self.t, self.t.grad_accum
-        lr = lr_at(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps, t.decay)
+        at = step if schedule_step is None else schedule_step
+        lr = lr_at(at, t.lr, t.min_lr, t.warmup_steps, t.max_steps, t.decay)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total, items = torch.zeros((), device=self.device), 0
@@ -175,13 +189,15 @@ class Trainer:
         t, s, main = self.t, self.state, self.dist.is_main
         bar = tqdm(total=t.max_steps, initial=s["step"], disable=not (main and t.progress),
                    unit="step", dynamic_ncols=True, leave=False)
-        start = time.perf_counter()
+        start = time.perf_counter() - s["seconds"]  # a resumed run continues the clock
         window = {"time": 0.0, "items": 0, "steps": 0, "train_time": 0.0}
         stop = ""
+        elapsed = self._clock(start)
         while s["step"] < t.max_steps and not stop:
             tic = time.perf_counter()
-            loss, items = self.train_step(s["step"])
+            loss, items = self.train_step(s["step"], self.schedule_step(s["step"], elapsed))
             s["step"] += 1
+            elapsed = s["seconds"] = self._clock(start)
             dt = time.perf_counter() - tic
             window["time"] += dt
             window["items"] += items * self.dist.world
@@ -192,15 +208,21 @@ class Trainer:
                 self._log_train(step, loss, window, bar)
             if t.eval_interval and step % t.eval_interval == 0 and step < t.max_steps:
                 stop = self._periodic_eval(step, bar)
-            if t.max_minutes > 0 and not stop:
-                late = time.perf_counter() - start > 60 * t.max_minutes
-                if distributed.broadcast_flag(late, self.dist, self.device):  # rank 0's clock
-                    stop = f"time budget of {t.max_minutes} min reached"
+            if t.max_minutes > 0 and not stop and elapsed > 60 * t.max_minutes:
+                stop = (f"time budget of {t.max_minutes} min reached at step {step} of"
+                        f" {t.max_steps}; the lr decay followed the clock to its end")
             if t.save_interval and step % t.save_interval == 0 and step < t.max_steps and not stop:
                 self.save()  # (the last step is saved by _finish)
             bar.update(1)
         bar.close()
         return self._finish(stop, time.perf_counter() - start)
+
+    def _clock(self, start: float) -> float:
+        """Seconds since ``start``; under a time budget, rank 0's, so every rank agrees."""
+        elapsed = time.perf_counter() - start
+        if self.t.max_minutes > 0:
+            elapsed = distributed.broadcast_value(elapsed, self.dist, self.device)
+        return elapsed
 
     def _log_train(self, step: int, loss: torch.Tensor, w: dict[str, float], bar: tqdm) -> None:
         loss_v = distributed.all_sum([float(loss)], self.dist, self.device)[0] / self.dist.world
