@@ -38,6 +38,20 @@ def measure(size_mb: int = 1024, reps: int = 7, threads: int | None = None) -> d
     return {"read": statistics.median(read), "copy": statistics.median(copy)}
 
 
+class Stream:
+    """One streaming read (a sum) of a ``size_mb`` fp32 array per call; GB/s = bytes / seconds.
+
+    For benchmarks that interleave a bandwidth reading with the work they set against it.
+    """
+
+    def __init__(self, size_mb: int = 1024):
+        self.array = torch.rand(size_mb * 2**20 // 4)
+        self.bytes = self.array.numel() * 4
+
+    def __call__(self) -> None:
+        self.array.sum()
+
+
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of all parameters, each counted once (tied embeddings / LM head share storage)."""
     # parameters() yields a tied Parameter once, so the shared embedding is not double-counted

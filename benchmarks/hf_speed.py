@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -66,8 +67,13 @@ def gpt2_config(small: bool) -> transformers.GPT2Config:
     return transformers.GPT2Config()  # 124M: 12 layers, 768 wide, 12 heads, 50257 tokens
 
 
-def decode_row(name: str, hf, ours, ids: torch.Tensor, args, **gen) -> Row:
-    """Tokens/s of ``generate`` on both sides (new tokens of all rows / wall time)."""
+def decode_row(name: str, hf, ours, ids: torch.Tensor, args,
+               extra: dict[str, Callable[[], object]] | None = None, **gen) -> Row:
+    """Tokens/s of ``generate`` on both sides (new tokens of all rows / wall time).
+
+    ``extra`` cases join each round (their seconds land in ``Row.extra``): the bandwidth
+    measurement, so that each round's decode meets the bandwidth of its own moment.
+    """
     mask = torch.ones_like(ids)
     gen = {"max_new_tokens": args.new_tokens, "do_sample": False, **gen}
     # no eos: random weights would stop at random places; both sides make exactly N tokens
@@ -79,9 +85,11 @@ def decode_row(name: str, hf, ours, ids: torch.Tensor, args, **gen) -> Row:
     }
     hf.generate(ids, attention_mask=mask, **{**hf_gen, "max_new_tokens": 2})  # cheap warm-up
     ours.generate(ids, mask, **{**gen, "max_new_tokens": 2})
-    t = interleaved(cases, args.gen_reps, args.device, warmup=0)
+    t = interleaved({**cases, **(extra or {})}, args.gen_reps, args.device, warmup=0)
     same = "tokens equal" if torch.equal(out["hf"], out["plait"]) else "TOKENS DIFFER"
-    return Row(name, "tok/s", ids.shape[0] * args.new_tokens, t["hf"], t["plait"], same)
+    row = Row(name, "tok/s", ids.shape[0] * args.new_tokens, t.pop("hf"), t.pop("plait"), same)
+    row.extra = t
+    return row
 
 
 def prefill_row(hf, ours, ids: torch.Tensor, args) -> Row:
@@ -104,6 +112,21 @@ def prefill_row(hf, ours, ids: torch.Tensor, args) -> Row:
                diff(out["hf"], out["plait"]))
 
 
+def roofline_note(row: Row, stream: bandwidth.Stream, weight_bytes: int) -> str:
+    """Batch-1 decode as a fraction of the roofline, round by round: the host's bandwidth
+    drifts, so each round's tokens/s is set against the bandwidth measured in that round."""
+    gb_s = [stream.bytes / t / 1e9 for t in row.extra["read"]]
+    frac = {side: statistics.median(
+        row.work / t / (bw * 1e9 / weight_bytes) for t, bw in zip(times, gb_s, strict=True))
+        for side, times in (("plait", row.plait_s), ("HF", row.hf_s))}
+    bw = statistics.median(gb_s)
+    return (f"memory read bandwidth {bw:.2f} GB/s (median of {len(gb_s)} rounds, range"
+            f" {min(gb_s):.1f}-{max(gb_s):.1f}); GPT-2 fp32 weights {weight_bytes / 1e6:.0f} MB"
+            f" read per token -> roofline {bw * 1e9 / weight_bytes:.1f} tok/s; batch-1 decode"
+            f" reaches {frac['plait']:.0%} of it (plait) and {frac['HF']:.0%} (HF),"
+            " medians of per-round fractions")
+
+
 def bench_gpt2(args: argparse.Namespace, notes: list[str]) -> list[Row]:
     torch.manual_seed(0)
     cfg = gpt2_config(args.small)
@@ -115,14 +138,13 @@ def bench_gpt2(args: argparse.Namespace, notes: list[str]) -> list[Row]:
         return skipped([(b1, "tok/s"), (b8, "tok/s"), (beam, "tok/s")], note)
     ids = torch.randint(0, cfg.vocab_size, (8, max(args.prompt, 128)), device=args.device)
     p = ids[:, :args.prompt]
-    rows = [decode_row(b1, hf, ours, p[:1], args)]
     if args.device == "cpu" and args.dtype == "fp32" and not args.small:
-        bw = bandwidth.measure(threads=args.threads)
-        roof = bandwidth.roofline_tokens_per_s(ours, bw["read"])
-        notes.append(f"memory read bandwidth {bw['read']:.2f} GB/s (copy {bw['copy']:.2f});"
-                     f" GPT-2 fp32 weights {bandwidth.weight_bytes(ours) / 1e6:.0f} MB/token"
-                     f" -> roofline {roof:.1f} tok/s; batch-1 decode reaches"
-                     f" {rows[0].plait / roof:.0%} (plait) and {rows[0].hf / roof:.0%} (HF)")
+        stream = bandwidth.Stream()  # one read of 1 GiB in every round, beside both decodes
+        rows = [decode_row(b1, hf, ours, p[:1], args, extra={"read": stream})]
+        notes.append(roofline_note(rows[0], stream, bandwidth.weight_bytes(ours)))
+        del stream
+    else:
+        rows = [decode_row(b1, hf, ours, p[:1], args)]
     rows.append(decode_row(b8, hf, ours, p, args))
     rows.append(decode_row(beam, hf, ours, p[:1], args, num_beams=4))
     rows.append(prefill_row(hf, ours, p[:1], args))
@@ -220,7 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     p.add_argument("--reps", type=int, default=5, help="timed rounds for forward passes")
-    p.add_argument("--gen-reps", type=int, default=3, help="timed rounds for generate")
+    p.add_argument("--gen-reps", type=int, default=5, help="timed rounds for generate")
     p.add_argument("--prompt", type=int, default=16, help="prompt length for decoding")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--batch", type=int, default=8, help="batch of the encoder benchmarks")

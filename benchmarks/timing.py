@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -54,6 +54,7 @@ class Row:
     hf_s: list[float]
     plait_s: list[float]
     check: str = ""  # parity evidence: "tokens equal", "max abs diff 3e-06", or a skip reason
+    extra: dict[str, list[float]] = field(default_factory=dict)  # seconds of other cases
 
     def value(self, seconds: float) -> float:
         return seconds * 1e3 if self.work == 0 else self.work / seconds

@@ -16,10 +16,10 @@ def tiny_gpt() -> GPT:
 def test_gemv_layout_keeps_values_and_outputs():
     model, ref = tiny_gpt(), tiny_gpt()
     gemv_layout(model)
-    fc = model.transformer.blocks[0].mlp.fc.weight  # 32 -> 128: widened, so column-major
-    proj = model.transformer.blocks[0].mlp.proj.weight  # 128 -> 32: left row-major
-    assert fc.shape == (128, 32) and fc.stride() == (1, 128)
-    assert proj.is_contiguous()
+    fc = model.transformer.blocks[0].mlp.fc.weight  # 32 -> 128
+    proj = model.transformer.blocks[0].mlp.proj.weight  # 128 -> 32
+    assert fc.shape == (128, 32) and fc.stride() == (1, 128)  # column-major
+    assert proj.shape == (32, 128) and proj.stride() == (1, 32)
     assert model.lm_head.weight is model.wte.weight  # still tied
     for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
         assert torch.equal(a, b), k

@@ -137,3 +137,45 @@ def test_min_new_tokens_and_ngrams_in_beams(pair):
     got, want = both(pair, ids, mask, max_new_tokens=10, num_beams=3, eos_token_id=eos,
                      min_new_tokens=4, no_repeat_ngram_size=2, length_penalty=0.8)
     assert torch.equal(got, want)
+
+
+# -- the same parity with decoding's thread-split GEMVs (plait.nn.linear) in use ----------------
+@pytest.fixture(scope="module")
+def wide_pair(tmp_path_factory):
+    """A GPT-2 wide enough (256) for :class:`plait.nn.Linear` to split its products."""
+    torch.manual_seed(3)
+    cfg = GPT2Config(vocab_size=600, n_layer=2, n_head=4, n_embd=256, n_positions=64,
+                     bos_token_id=None, eos_token_id=None)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.06)
+    folder = tmp_path_factory.mktemp("gpt2-wide")
+    hf.save_pretrained(folder)
+    return hf, plait.hf.load(folder)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_split_gemv_decoding_matches_transformers(wide_pair, two_threads, monkeypatch):
+    calls = []
+    baddbmm = torch.baddbmm
+    monkeypatch.setattr(torch, "baddbmm", lambda *a, **k: calls.append(1) or baddbmm(*a, **k))
+    ids, mask = left_pad(PROMPTS, pad=1)
+    got, want = both(wide_pair, ids, mask, max_new_tokens=12, repetition_penalty=1.3)
+    assert torch.equal(got, want)
+    assert calls, "the split path was not taken"
+    split = [m for m in wide_pair[1].modules() if getattr(m, "split_weight", None) is not None]
+    assert len(split) == 2 * 3 + 1  # qkv, fc and mlp proj of each layer, and the LM head
+    for prompt in PROMPTS:  # 4 beams: 4 rows per step
+        ids = torch.tensor([prompt])
+        got, want = both(wide_pair, ids, max_new_tokens=8, num_beams=4, num_return_sequences=2,
+                         length_penalty=0.5, eos_token_id=int(got[0, -1]))
+        assert torch.equal(got, want)

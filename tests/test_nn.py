@@ -259,3 +259,45 @@ def test_tied_embeddings_and_gpt2_init():
     assert model.lm_head.weight is model.wte.weight
     proj = model.transformer.blocks[0].attn.proj.weight
     assert proj.std().item() == pytest.approx(0.02 / math.sqrt(4), rel=0.15)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_split_linear_equals_f_linear(threads, monkeypatch):
+    """Decoding's thread-split product (plait.nn.linear) against F.linear, and its fallbacks."""
+    from plait.nn import Linear, gemv_layout
+
+    torch.manual_seed(threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for bias in (True, False):
+            layer = gemv_layout(Linear(384, 500, bias=bias))
+            assert layer.split_weight is not None and layer.split_weight.shape[0] == threads
+            for rows in (1, 5, 16):
+                x = torch.randn(rows, 384)
+                want = F.linear(x, layer.weight, layer.bias)
+                with torch.no_grad(), monkeypatch.context() as m:
+                    m.setattr("plait.nn.linear.F.linear", None)  # the split path, or a TypeError
+                    got = layer(x.view(1, rows, 384))
+                assert got.shape == (1, rows, 500)
+                torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-5)
+            x = torch.randn(2, 9, 384)  # 18 rows: more than a GEMV, plain F.linear
+            with torch.no_grad():
+                assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
+            with torch.no_grad():  # in-place updates reach the split view ...
+                layer.weight.mul_(2.0)
+                torch.testing.assert_close(layer(x[:, :1]), F.linear(x[:, :1], layer.weight,
+                                                                     layer.bias))
+            layer.weight.data = layer.weight.data.contiguous()  # ... new memory is not used
+            with torch.no_grad(), monkeypatch.context() as m:
+                m.setattr("plait.nn.linear.torch.bmm", None)
+                m.setattr("plait.nn.linear.torch.baddbmm", None)
+                assert torch.equal(layer(x[:, :1]), F.linear(x[:, :1], layer.weight, layer.bias))
+        layer = gemv_layout(Linear(384, 500))
+        x = torch.randn(1, 384, requires_grad=True)
+        with monkeypatch.context() as m:  # with autograd on: never split
+            m.setattr("plait.nn.linear.torch.baddbmm", None)
+            layer(x).sum().backward()
+        torch.testing.assert_close(x.grad[0], layer.weight.sum(0))
+    finally:
+        torch.set_num_threads(before)

@@ -19,6 +19,7 @@ from plait.nn import (
     ALiBi,
     AttnInputs,
     Learned,
+    Linear,
     PositionEncoding,
     PreNormBlock,
     RelativeBias,
@@ -26,6 +27,7 @@ from plait.nn import (
     SelfAttention,
     Sinusoidal,
     Stack,
+    dropout_layer,
     gemv_layout,
     make_attn_mask,
     make_mlp,
@@ -105,7 +107,7 @@ class GPT(nn.Module):
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.pos = make_positions(c)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = dropout_layer(c.dropout)
         self.transformer = Stack(
             [
                 PreNormBlock(
@@ -118,7 +120,7 @@ class GPT(nn.Module):
             ],
             final_norm=make_norm(c.norm, c.n_embd, c.norm_eps, c.bias),
         )
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.apply(normal_init)
@@ -182,7 +184,7 @@ class GPT(nn.Module):
     def setup_cache(self, batch: int, max_len: int) -> None:
         """Preallocate every layer's KV cache for ``batch`` rows of up to ``max_len`` tokens.
 
-        Also lays wide weights out for one-token steps (:func:`plait.nn.gemv_layout`), once.
+        Also stores the weights column-major for few-token steps (:func:`plait.nn.gemv_layout`).
         """
         gemv_layout(self)
         p = self.wte.weight

@@ -5,6 +5,7 @@ from plait.nn.attention import (
     CrossAttention,
     KVCache,
     SelfAttention,
+    dropout_layer,
     make_attn_mask,
 )
 from plait.nn.layers import (
@@ -15,11 +16,11 @@ from plait.nn.layers import (
     RMSNorm,
     Stack,
     SwiGLU,
-    gemv_layout,
     make_mlp,
     make_norm,
     normal_init,
 )
+from plait.nn.linear import Linear, gemv_layout
 from plait.nn.positions import (
     ALiBi,
     Learned,
@@ -32,9 +33,9 @@ from plait.nn.positions import (
 )
 
 __all__ = [
-    "ALiBi", "AttnInputs", "Block", "CrossAttention", "KVCache", "Learned", "MLP",
+    "ALiBi", "AttnInputs", "Block", "CrossAttention", "KVCache", "Learned", "Linear", "MLP",
     "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
-    "gemv_layout",
+    "dropout_layer", "gemv_layout",
     "make_attn_mask", "make_mlp", "make_norm", "normal_init",
 ]

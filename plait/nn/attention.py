@@ -21,7 +21,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from plait.nn.linear import Linear
 from plait.nn.positions import apply_rope
+
+
+def dropout_layer(p: float) -> nn.Module:
+    """``nn.Dropout(p)``, or ``nn.Identity`` for p = 0: no op at all on the decoding path."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 @dataclass
@@ -109,9 +115,9 @@ class KVCache(nn.Module):
         if k.shape[0] != self.k.shape[0]:
             raise ValueError(f"KV cache was set up for batch {self.k.shape[0]}, got batch"
                              f" {k.shape[0]}; call setup_cache() again")
-        self.k[:, :, input_pos:end] = k
-        self.v[:, :, input_pos:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        self.k.narrow(2, input_pos, end - input_pos).copy_(k)  # narrow: cheaper than indexing
+        self.v.narrow(2, input_pos, end - input_pos).copy_(v)
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search keeps the surviving beams' histories)."""
@@ -138,8 +144,8 @@ class Attention(nn.Module):
         self.n_head, self.n_kv_head = n_head, n_kv_head
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.dropout = dropout
-        self.proj = nn.Linear(n_head * self.head_dim, n_embd, bias=bias)
-        self.resid_drop = nn.Dropout(dropout)
+        self.proj = Linear(n_head * self.head_dim, n_embd, bias=bias)
+        self.resid_drop = dropout_layer(dropout)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
                is_causal: bool) -> Tensor:
@@ -167,7 +173,7 @@ class SelfAttention(Attention):
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
                  head_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
         super().__init__(n_embd, n_head, n_kv_head, head_dim, bias, dropout)
-        self.qkv = nn.Linear(n_embd, (n_head + 2 * self.n_kv_head) * self.head_dim, bias=bias)
+        self.qkv = Linear(n_embd, (n_head + 2 * self.n_kv_head) * self.head_dim, bias=bias)
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: Tensor, ctx: AttnInputs) -> Tensor:
@@ -196,8 +202,8 @@ class CrossAttention(Attention):
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
                  memory_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
         super().__init__(n_embd, n_head, n_kv_head, None, bias, dropout)
-        self.q = nn.Linear(n_embd, n_head * self.head_dim, bias=bias)
-        self.kv = nn.Linear(memory_dim or n_embd, 2 * self.n_kv_head * self.head_dim, bias=bias)
+        self.q = Linear(n_embd, n_head * self.head_dim, bias=bias)
+        self.kv = Linear(memory_dim or n_embd, 2 * self.n_kv_head * self.head_dim, bias=bias)
         self.cache_memory = False
         self._memory_kv: tuple[Tensor, Tensor] | None = None
 

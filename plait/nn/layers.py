@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from plait.nn.attention import AttnInputs, CrossAttention, KVCache, SelfAttention
+from plait.nn.attention import AttnInputs, CrossAttention, KVCache, SelfAttention, dropout_layer
+from plait.nn.linear import Linear
 
 
 class QuickGELU(nn.Module):
@@ -68,10 +69,10 @@ class MLP(nn.Module):
     def __init__(self, n_embd: int, hidden: int, act: nn.Module, bias: bool = True,
                  dropout: float = 0.0):
         super().__init__()
-        self.fc = nn.Linear(n_embd, hidden, bias=bias)
+        self.fc = Linear(n_embd, hidden, bias=bias)
         self.act = act
-        self.proj = nn.Linear(hidden, n_embd, bias=bias)
-        self.drop = nn.Dropout(dropout)
+        self.proj = Linear(hidden, n_embd, bias=bias)
+        self.drop = dropout_layer(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.proj(self.act(self.fc(x))))
@@ -82,9 +83,9 @@ class SwiGLU(nn.Module):
 
     def __init__(self, n_embd: int, hidden: int, bias: bool = False, dropout: float = 0.0):
         super().__init__()
-        self.fc = nn.Linear(n_embd, 2 * hidden, bias=bias)
-        self.proj = nn.Linear(hidden, n_embd, bias=bias)
-        self.drop = nn.Dropout(dropout)
+        self.fc = Linear(n_embd, 2 * hidden, bias=bias)
+        self.proj = Linear(hidden, n_embd, bias=bias)
+        self.drop = dropout_layer(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.fc(x).chunk(2, dim=-1)
@@ -130,23 +131,6 @@ def normal_init(m: nn.Module, std: float = 0.02) -> None:
         nn.init.normal_(m.weight, mean=0.0, std=std)
     if isinstance(m, nn.Linear) and m.bias is not None:
         nn.init.zeros_(m.bias)
-
-
-def gemv_layout(model: nn.Module) -> nn.Module:
-    """Store each widening Linear's (out, in) weight column-major (out > in); values unchanged.
-
-    Decoding a token multiplies one vector by every weight matrix: a memory-bound GEMV, where
-    MKL streams a wide matrix faster from (in, out)-ordered memory. On a 2-core EPYC this made
-    GPT-2's LM head (768 -> 50257) 1.6x and qkv (768 -> 2304) 1.3x faster at batch 1, and
-    changed little from batch 4 to 1024; narrowing layers (3072 -> 768) are faster as they are
-    (see BENCHMARKS.md). Only strides change: shapes, values, state-dict keys and results stay
-    the same, and ``load_state_dict`` copies into whatever layout a weight has. Idempotent.
-    """
-    for m in model.modules():
-        if isinstance(m, nn.Linear) and m.out_features > m.in_features and (
-                m.weight.is_contiguous()):
-            m.weight.data = m.weight.data.t().contiguous().t()  # (out, in) view of (in, out)
-    return model
 
 
 class Block(nn.Module):
