@@ -20,9 +20,9 @@ SHAPES = [  # (vocab, n_layer, n_head, n_embd, n_positions)
 ]
 
 
-@pytest.fixture(scope="module", params=SHAPES, ids=lambda s: "v{}-l{}-h{}-c{}".format(*s))
-def pair(request, tmp_path_factory):
-    vocab, n_layer, n_head, n_embd, n_pos = request.param
+def make_pair(folder, vocab: int, n_layer: int, n_head: int, n_embd: int, n_pos: int,
+              std: float = 0.15) -> tuple[GPT2LMHeadModel, torch.nn.Module]:
+    """A random GPT2LMHeadModel (matrices ~ N(0, std)) and plait's load of its saved folder."""
     torch.manual_seed(vocab)
     cfg = GPT2Config(vocab_size=vocab, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                      n_positions=n_pos, bos_token_id=None, eos_token_id=None)
@@ -30,10 +30,14 @@ def pair(request, tmp_path_factory):
     with torch.no_grad():
         for p in hf.parameters():
             if p.dim() == 2:
-                p.normal_(0.0, 0.15)
-    folder = tmp_path_factory.mktemp("gpt2")
+                p.normal_(0.0, std)
     hf.save_pretrained(folder)
     return hf, plait.hf.load(folder)
+
+
+@pytest.fixture(scope="module", params=SHAPES, ids=lambda s: "v{}-l{}-h{}-c{}".format(*s))
+def pair(request, tmp_path_factory):
+    return make_pair(tmp_path_factory.mktemp("gpt2"), *request.param)
 
 
 def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,17 +147,7 @@ def test_min_new_tokens_and_ngrams_in_beams(pair):
 @pytest.fixture(scope="module")
 def wide_pair(tmp_path_factory):
     """A GPT-2 wide enough (256) for :class:`plait.nn.Linear` to split its products."""
-    torch.manual_seed(3)
-    cfg = GPT2Config(vocab_size=600, n_layer=2, n_head=4, n_embd=256, n_positions=64,
-                     bos_token_id=None, eos_token_id=None)
-    hf = GPT2LMHeadModel(cfg).eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.06)
-    folder = tmp_path_factory.mktemp("gpt2-wide")
-    hf.save_pretrained(folder)
-    return hf, plait.hf.load(folder)
+    return make_pair(tmp_path_factory.mktemp("gpt2-wide"), 600, 2, 4, 256, 64, std=0.06)
 
 
 @pytest.fixture
