@@ -5,7 +5,7 @@ import torch
 from benchmarks.bandwidth import weight_bytes
 from benchmarks.timing import Row, interleaved, table
 from plait.models.gpt import GPT, GPTConfig
-from plait.nn import gemv_layout
+from plait.nn import Linear, gemv_layout
 
 
 def tiny_gpt() -> GPT:
@@ -18,8 +18,8 @@ def test_gemv_layout_keeps_values_and_outputs():
     gemv_layout(model)
     fc = model.transformer.blocks[0].mlp.fc.weight  # 32 -> 128
     proj = model.transformer.blocks[0].mlp.proj.weight  # 128 -> 32
-    assert fc.shape == (128, 32) and fc.stride() == (1, 128)  # column-major
-    assert proj.shape == (32, 128) and proj.stride() == (1, 32)
+    assert fc.shape == (128, 32) and fc.stride() == (1, 128)  # widening: column-major
+    assert proj.shape == (32, 128) and proj.is_contiguous()  # narrowing, unsplit: row-major
     assert model.lm_head.weight is model.wte.weight  # still tied
     for (k, a), (_, b) in zip(model.state_dict().items(), ref.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
@@ -65,3 +65,15 @@ def test_roofline_fraction_is_taken_round_by_round():
     note = roofline_note(row, FakeStream(), 10**9)
     assert "reaches 133% of it (plait) and 67% (HF)" in note, note
     assert "20.00 GB/s" in note and "range 10.0-30.0" in note
+
+
+def test_gemv_layout_makes_narrowing_weights_column_major_only_when_split():
+    before = torch.get_num_threads()
+    try:
+        for threads, split in ((1, False), (2, True)):
+            torch.set_num_threads(threads)
+            layer = gemv_layout(Linear(1024, 256))  # narrowing, 256 Ki weights
+            assert (layer.split_weight is not None) == split
+            assert layer.weight.stride() == ((1, 256) if split else (1024, 1))
+    finally:
+        torch.set_num_threads(before)

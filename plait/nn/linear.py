@@ -12,8 +12,9 @@ The product splits along the inner dimension instead:
 With W stored column-major ((in, out) memory, :func:`gemv_layout`), the S slices of W are S
 contiguous blocks, viewed without a copy as an (S, in/S, out) tensor. One batched matmul then
 hands each thread one block to stream, and a sum over S (S x out numbers) joins them. On a
-2-core EPYC this lifted GPT-2's GEMVs from 14-23 GB/s to 26-28 GB/s, as fast as a plain streaming
-sum reads memory (see BENCHMARKS.md). Only the order of the additions changes.
+2-core EPYC this lifted GPT-2's GEMVs from 13-25 GB/s to 19-33 GB/s, against about 30 GB/s for a
+plain streaming sum (``python -m benchmarks.gemv``; BENCHMARKS.md). Only the order of the
+additions changes.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ SPLIT_MAX_ROWS = 16  # measured: from 64 rows on, plain F.linear is as fast or f
 SPLIT_MIN_WEIGHT = 1 << 17  # measured: a 4 x 128 GPT decodes faster unsplit, 6 x 256 split
 
 
-def _split_count(in_features: int, threads: int) -> int:
-    """The most slices (at most one per thread) that divide ``in_features`` evenly."""
-    return max(s for s in range(1, threads + 1) if in_features % s == 0)
+def split_count(weight: Tensor, threads: int) -> int:
+    """Slices a product with this (out, in) weight is split into: the most (at most one per
+    thread) that divide ``in`` evenly, for fp32 CPU weights of at least SPLIT_MIN_WEIGHT
+    elements; 1 = no split."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or (
+            weight.numel() < SPLIT_MIN_WEIGHT):
+        return 1
+    return max(s for s in range(1, threads + 1) if weight.shape[1] % s == 0)
 
 
 class Linear(nn.Linear):
@@ -43,9 +49,8 @@ class Linear(nn.Linear):
     def prepare_split(self, threads: int) -> None:
         """View the column-major weight as ``threads``-or-fewer slices (or drop the view)."""
         w = self.weight
-        s = _split_count(self.in_features, threads)
-        ok = (s > 1 and w.device.type == "cpu" and w.dtype == torch.float32
-              and w.t().is_contiguous() and w.numel() >= SPLIT_MIN_WEIGHT)
+        s = split_count(w, threads)
+        ok = s > 1 and w.t().is_contiguous()
         self.split_weight = w.detach().t().view(s, -1, self.out_features) if ok else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -53,7 +58,8 @@ class Linear(nn.Linear):
         # the view shares the weight's memory, so in-place updates reach it; a weight replaced
         # by new memory (.to(), load into a new tensor) no longer matches, and goes the usual way
         if (ws is not None and x.numel() <= SPLIT_MAX_ROWS * self.in_features
-                and not torch.is_grad_enabled() and ws.data_ptr() == self.weight.data_ptr()):
+                and not torch.is_grad_enabled() and ws.data_ptr() == self.weight.data_ptr()
+                and x.shape[-1] == self.in_features):
             s, k, out = ws.shape
             rows = x.reshape(-1, s, k).transpose(0, 1)  # (S, M, k)
             if self.bias is None:
@@ -65,17 +71,22 @@ class Linear(nn.Linear):
 
 
 def gemv_layout(model: nn.Module) -> nn.Module:
-    """Store every Linear's (out, in) weight column-major for decoding; values unchanged.
+    """Store Linear weights column-major for decoding, where that is faster; values unchanged.
 
     Column-major memory is what :class:`Linear` splits across threads (prepared here for the
-    current ``torch.get_num_threads()``), and even MKL's single-thread GEMV streams wide matrices
-    faster from it: GPT-2's LM head (768 -> 50257) 1.6x and qkv (768 -> 2304) 1.3x at batch 1.
-    Only strides change: shapes, values, state-dict keys and results stay the same, and
-    ``load_state_dict`` copies into whatever layout a weight has. Idempotent.
+    current ``torch.get_num_threads()``), and even MKL's single-thread GEMV streams widening
+    matrices faster from it: GPT-2's LM head (768 -> 50257) 1.6x and qkv (768 -> 2304) 1.4x.
+    A narrowing weight that will not be split (one thread, too small) stays row-major, where
+    MKL reads it faster (3072 -> 768: 20 against 15 GB/s). Only strides change: shapes, values,
+    state-dict keys and results stay the same, and ``load_state_dict`` copies into whatever
+    layout a weight has. Idempotent.
     """
     threads = torch.get_num_threads()
     for m in model.modules():
-        if isinstance(m, nn.Linear) and m.weight.is_contiguous() and min(m.weight.shape) > 1:
+        if not isinstance(m, nn.Linear) or min(m.weight.shape) <= 1:
+            continue
+        split = isinstance(m, Linear) and split_count(m.weight, threads) > 1
+        if m.weight.is_contiguous() and (split or m.out_features > m.in_features):
             m.weight.data = m.weight.data.t().contiguous().t()  # (out, in) view of (in, out)
         if isinstance(m, Linear):
             m.prepare_split(threads)
