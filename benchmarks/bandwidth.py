@@ -20,24 +20,6 @@ import torch
 import torch.nn as nn
 
 
-def measure(size_mb: int = 1024, reps: int = 7, threads: int | None = None) -> dict[str, float]:
-    """Median GB/s (1e9 bytes) of a streaming sum (read) and a copy (read + write), fp32."""
-    if threads:
-        torch.set_num_threads(threads)
-    n = size_mb * 2**20 // 4
-    a = torch.rand(n)
-    b = torch.empty_like(a)
-    read, copy = [], []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a.sum()
-        read.append(4 * n / (time.perf_counter() - t0) / 1e9)
-        t0 = time.perf_counter()
-        b.copy_(a)
-        copy.append(8 * n / (time.perf_counter() - t0) / 1e9)
-    return {"read": statistics.median(read), "copy": statistics.median(copy)}
-
-
 class Stream:
     """One streaming read (a sum) of a ``size_mb`` fp32 array per call; GB/s = bytes / seconds.
 
@@ -50,6 +32,23 @@ class Stream:
 
     def __call__(self) -> None:
         self.array.sum()
+
+
+def measure(size_mb: int = 1024, reps: int = 7, threads: int | None = None) -> dict[str, float]:
+    """Median GB/s (1e9 bytes) of a streaming sum (read) and a copy (read + write), fp32."""
+    if threads:
+        torch.set_num_threads(threads)
+    stream = Stream(size_mb)
+    b = torch.empty_like(stream.array)
+    read, copy = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        stream()
+        read.append(stream.bytes / (time.perf_counter() - t0) / 1e9)
+        t0 = time.perf_counter()
+        b.copy_(stream.array)
+        copy.append(2 * stream.bytes / (time.perf_counter() - t0) / 1e9)
+    return {"read": statistics.median(read), "copy": statistics.median(copy)}
 
 
 def weight_bytes(model: nn.Module) -> int:

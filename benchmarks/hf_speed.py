@@ -87,9 +87,8 @@ def decode_row(name: str, hf, ours, ids: torch.Tensor, args,
     ours.generate(ids, mask, **{**gen, "max_new_tokens": 2})
     t = interleaved({**cases, **(extra or {})}, args.gen_reps, args.device, warmup=0)
     same = "tokens equal" if torch.equal(out["hf"], out["plait"]) else "TOKENS DIFFER"
-    row = Row(name, "tok/s", ids.shape[0] * args.new_tokens, t.pop("hf"), t.pop("plait"), same)
-    row.extra = t
-    return row
+    return Row(name, "tok/s", ids.shape[0] * args.new_tokens, t.pop("hf"), t.pop("plait"), same,
+               extra=t)
 
 
 def prefill_row(hf, ours, ids: torch.Tensor, args) -> Row:

@@ -60,8 +60,8 @@ def test_roofline_fraction_is_taken_round_by_round():
     # bandwidth 10, 20, 30 GB/s (1 GB reads), weights 1 GB/token, 40 tokens per round:
     # plait 20, 20, 40 tok/s -> 200 %, 100 %, 133 % of each round's roofline: median 133 %.
     # Medians taken separately (20 tok/s against 20 GB/s) would say 100 %.
-    row = Row("decode", "tok/s", 40, [4.0, 4.0, 2.0], [2.0, 2.0, 1.0])
-    row.extra = {"read": [0.1, 0.05, 1 / 30]}
+    row = Row("decode", "tok/s", 40, [4.0, 4.0, 2.0], [2.0, 2.0, 1.0],
+              extra={"read": [0.1, 0.05, 1 / 30]})
     note = roofline_note(row, FakeStream(), 10**9)
     assert "reaches 133% of it (plait) and 67% (HF)" in note, note
     assert "20.00 GB/s" in note and "range 10.0-30.0" in note
