@@ -10,6 +10,8 @@ from plait.models import GPT, GPTConfig
 from plait.nn import (
     ALiBi,
     AttnInputs,
+    PostNormBlock,
+    PreNormBlock,
     RelativeBias,
     Rotary,
     SelfAttention,
@@ -19,6 +21,7 @@ from plait.nn import (
     make_mlp,
     make_norm,
 )
+from plait.nn.layers import ACTIVATIONS, activate
 from plait.nn.positions import alibi_slopes
 
 POS = ["learned", "sinusoidal", "rope", "alibi", "relative"]
@@ -225,6 +228,42 @@ def test_feed_forward_matches_formula(kind):
         hidden = ACTIVATION_FORMULAS[kind](x @ mlp.fc.weight.T + mlp.fc.bias)
     ref = hidden @ mlp.proj.weight.T + mlp.proj.bias
     torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_in_place_activation_equals_the_module(name):
+    act = ACTIVATIONS[name]()
+    h = torch.randn(3, 5, 8)
+    ref = act(h.clone())
+    out = activate(act, h)
+    assert out.data_ptr() == h.data_ptr()  # written over its input...
+    assert torch.equal(out, ref)  # ...bit for bit what the module gives
+    g = torch.randn(3, 5, 8, requires_grad=True)
+    before = g.detach().clone()
+    out = activate(act, g)  # autograd needs g: a new tensor, g untouched
+    assert out.data_ptr() != g.data_ptr() and torch.equal(g.detach(), before)
+    out.sum().backward()
+    assert g.grad is not None
+
+
+@pytest.mark.parametrize("block_cls", [PreNormBlock, PostNormBlock])
+def test_blocks_add_residuals_in_place_without_writing_their_input(block_cls):
+    torch.manual_seed(0)
+    block = block_cls(SelfAttention(16, 4), make_mlp("gelu", 16, 32), make_norm("layernorm", 16),
+                      make_norm("layernorm", 16)).eval()
+    x = torch.randn(2, 5, 16)
+    before = x.clone()
+    with torch.inference_mode():
+        out = block(x, AttnInputs())
+        a, m = block.attn, block.mlp
+        if block_cls is PreNormBlock:
+            h = x + a(block.norm_attn(x), AttnInputs())
+            ref = h + m(block.norm_mlp(h))
+        else:
+            h = block.norm_attn(x + a(x, AttnInputs()))
+            ref = block.norm_mlp(h + m(h))
+    assert torch.equal(x, before)
+    assert torch.equal(out, ref)
 
 
 def test_relu2_gradient_equals_autograd_of_its_formula():
