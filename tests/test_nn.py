@@ -16,6 +16,7 @@ from plait.nn import (
     Rotary,
     SelfAttention,
     Sinusoidal,
+    Stack,
     apply_rope,
     make_attn_mask,
     make_mlp,
@@ -264,6 +265,40 @@ def test_blocks_add_residuals_in_place_without_writing_their_input(block_cls):
             ref = block.norm_mlp(h + m(h))
     assert torch.equal(x, before)
     assert torch.equal(out, ref)
+
+
+def _rows_cases():
+    T, pad = 7, torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 6 + [0]])
+    alibi = ALiBi(4).bias(torch.arange(T)[None], torch.arange(T)[None])
+    return {
+        "bidirectional": (PostNormBlock, AttnInputs()),
+        "key padding": (PostNormBlock, AttnInputs(make_attn_mask(T, T, causal=False,
+                                                                 key_padding=pad)[0])),
+        "causal": (PreNormBlock, AttnInputs(*make_attn_mask(T, T, causal=True))),
+        "causal + padding": (PreNormBlock, AttnInputs(make_attn_mask(T, T, causal=True,
+                                                                     key_padding=pad)[0])),
+        "alibi bias": (PreNormBlock, AttnInputs(make_attn_mask(T, T, causal=True,
+                                                               bias=alibi)[0])),
+    }
+
+
+@pytest.mark.parametrize("case", list(_rows_cases()))
+def test_stack_rows_equal_the_full_forward_at_those_rows(case):
+    block_cls, ctx = _rows_cases()[case]
+    torch.manual_seed(0)
+    stack = Stack([block_cls(SelfAttention(16, 4), make_mlp("gelu", 16, 32),
+                             make_norm("layernorm", 16), make_norm("layernorm", 16))
+                   for _ in range(3)], make_norm("layernorm", 16)).eval()
+    x, rows = torch.randn(3, 7, 16), torch.tensor([6, 3, 0])
+    seen = []
+    stack.blocks[-1].mlp.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    with torch.inference_mode():
+        full = stack(x, ctx)
+        picked = stack(x, ctx, rows=rows)
+    assert seen == [(3, 7, 16), (3, 1, 16)]  # the last block's MLP ran for one row each
+    torch.testing.assert_close(picked[:, 0], full[torch.arange(3), rows], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="one position per sequence"):
+        stack(x, ctx, rows=torch.tensor([1, 2]))
 
 
 def test_relu2_gradient_equals_autograd_of_its_formula():

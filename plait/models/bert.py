@@ -144,8 +144,12 @@ class Bert(nn.Module):
             self.head.decoder.weight = self.wte.weight
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None) -> Tensor:
-        """Hidden states (B, T, C); ``attention_mask`` (B, T) is 1 for tokens, 0 for padding."""
+                token_type_ids: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, C); ``attention_mask`` (B, T) is 1 for tokens, 0 for padding.
+
+        ``rows`` (B,): only those positions' states, (B, 1, C), computed in the last layer for
+        them alone (``Stack.forward``).
+        """
         if input_ids.dim() != 2:
             raise ValueError(
                 f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}")
@@ -163,17 +167,17 @@ class Bert(nn.Module):
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
         mask, _ = make_attn_mask(T, T, causal=False, key_padding=attention_mask)
-        return self.encoder(x, AttnInputs(mask))
+        return self.encoder(x, AttnInputs(mask), rows=rows)
 
     def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:
-        """BERT's pooled [CLS] vector (B, C)."""
-        return self.pooler(self(input_ids, attention_mask, token_type_ids))
+        """BERT's pooled [CLS] vector (B, C); the last layer runs for [CLS] alone."""
+        cls = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        return self.pooler(self(input_ids, attention_mask, token_type_ids, cls))
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:
         """The head's output: mlm (B, T, V), classify (B, num_labels), none: pooled (B, C)."""
-        h = self(input_ids, attention_mask, token_type_ids)
         if self.config.head == "mlm":
-            return self.head(h)
-        return self.head(self.pooler(h))
+            return self.head(self(input_ids, attention_mask, token_type_ids))
+        return self.head(self.pooled(input_ids, attention_mask, token_type_ids))

@@ -86,7 +86,9 @@ class TextTransformer(nn.Module):
             if isinstance(m, nn.Linear | nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                rows: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, C); with ``rows`` (B,) only those positions', (B, 1, C)."""
         T = input_ids.shape[1]
         if self.config.block_size < T:
             raise ValueError(f"text of {T} tokens exceeds block_size {self.config.block_size};"
@@ -96,7 +98,7 @@ class TextTransformer(nn.Module):
         pos = torch.arange(T, device=input_ids.device)[None]  # (1, T): CLIP pads on the right
         x = self.drop(self.wte(input_ids) + self.pos.embed(pos))  # (B, T, C)
         mask, is_causal = make_attn_mask(T, T, causal=True, key_padding=attention_mask)
-        return self.encoder(x, AttnInputs(mask, is_causal))
+        return self.encoder(x, AttnInputs(mask, is_causal), rows=rows)
 
     def pool_index(self, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """(B,) position of the token whose state stands for each text."""
@@ -110,9 +112,8 @@ class TextTransformer(nn.Module):
         return attention_mask.long().sum(-1).clamp(min=1) - 1
 
     def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        h = self(input_ids, attention_mask)
-        return h[torch.arange(h.shape[0], device=h.device), self.pool_index(input_ids,
-                                                                             attention_mask)]
+        """The pooled token's state (B, C); the last layer runs for that token alone."""
+        return self(input_ids, attention_mask, self.pool_index(input_ids, attention_mask))[:, 0]
 
 
 # tower kind -> (module, config class name, model class name); imported when first used

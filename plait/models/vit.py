@@ -129,8 +129,12 @@ class ViT(nn.Module):
             if isinstance(p, nn.Parameter):
                 nn.init.trunc_normal_(p, std=0.02)
 
-    def forward(self, pixel_values: Tensor) -> Tensor:
-        """Hidden states (B, 1 + N, C), or (B, N, C) with mean pooling (no class token)."""
+    def forward(self, pixel_values: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Hidden states (B, 1 + N, C), or (B, N, C) with mean pooling (no class token).
+
+        ``rows`` (B,): only those positions' states, (B, 1, C), computed in the last layer
+        for them alone (``Stack.forward``).
+        """
         c = self.config
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (
                 c.num_channels, c.image_size, c.image_size):
@@ -142,7 +146,7 @@ class ViT(nn.Module):
         if self.cls is not None:
             x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1 + N, C)
         x = self.norm_pre(self.drop(x + self.pos.to(x.dtype)))
-        return self.encoder(x, AttnInputs())
+        return self.encoder(x, AttnInputs(), rows=rows)
 
     def pool(self, hidden: Tensor) -> Tensor:
         """(B, T, C) hidden states -> (B, C): the class token or the patch mean."""
@@ -150,6 +154,10 @@ class ViT(nn.Module):
 
     def pooled(self, pixel_values: Tensor) -> Tensor:
         """One vector per image (B, C), before any head."""
+        if self.config.pooling == "cls":  # the last layer runs for the class token alone
+            rows = torch.zeros(pixel_values.shape[0], dtype=torch.long,
+                               device=pixel_values.device)
+            return self(pixel_values, rows)[:, 0]
         return self.pool(self(pixel_values))
 
     def logits(self, pixel_values: Tensor) -> Tensor:

@@ -39,12 +39,32 @@ class AttnInputs:
     is_causal: let SDPA apply the (square) causal mask itself; only with mask None.
     rope: (cos, sin) each (B, 1, Tq, hs) for rotary positions, else None.
     input_pos: where this chunk starts in the KV cache; None runs without a cache.
+    rows: (B,) one query position per sequence: only its output is computed, (B, 1, C).
+        ``Stack`` sets it for its last block when a model pools a single token.
     """
 
     mask: Tensor | None = None
     is_causal: bool = False
     rope: tuple[Tensor, Tensor] | None = None
     input_pos: int | None = None
+    rows: Tensor | None = None
+
+
+def take_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """x (B, T, C) at one position per sequence -> (B, 1, C)."""
+    return x.gather(1, rows.view(-1, 1, 1).expand(-1, 1, x.shape[-1]))
+
+
+def mask_rows(mask: Tensor | None, is_causal: bool, rows: Tensor, k_len: int) -> Tensor | None:
+    """The (attn_mask) for one query per sequence at positions ``rows`` (B,): (B, *, 1, Tk)."""
+    if mask is None:
+        if not is_causal:
+            return None
+        return (torch.arange(k_len, device=rows.device) <= rows[:, None])[:, None, None]
+    if mask.shape[2] == 1:  # key padding only: the same for every query
+        return mask
+    mask = mask.expand(rows.shape[0], -1, -1, -1)
+    return mask.gather(2, rows.view(-1, 1, 1, 1).expand(-1, mask.shape[1], 1, mask.shape[3]))
 
 
 def make_attn_mask(
@@ -189,6 +209,9 @@ class SelfAttention(Attention):
             if self.kv_cache is None:
                 raise ValueError("input_pos given but no KV cache: call model.setup_cache() first")
             k, v = self.kv_cache.update(ctx.input_pos, k, v)
+        if ctx.rows is not None:  # every key, but one query per sequence
+            q = q.gather(2, ctx.rows.view(B, 1, 1, 1).expand(B, nq, 1, self.head_dim))
+            return self.attend(q, k, v, mask_rows(ctx.mask, ctx.is_causal, ctx.rows, T), False)
         return self.attend(q, k, v, ctx.mask, ctx.is_causal)
 
 

@@ -12,6 +12,7 @@ sublayers (attention, cross-attention, MLP, norms) are modules passed in.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,7 +20,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from plait.nn.attention import AttnInputs, CrossAttention, KVCache, SelfAttention, dropout_layer
+from plait.nn.attention import (
+    AttnInputs,
+    CrossAttention,
+    KVCache,
+    SelfAttention,
+    dropout_layer,
+    take_rows,
+)
 from plait.nn.linear import Linear
 
 
@@ -166,24 +174,27 @@ class PreNormBlock(Block):
     """x + f(norm(x)) for each sublayer (GPT-2, ViT, CLIP, Llama).
 
     The residual is added into the sublayer's fresh output (``f(.).add_(x)``, the same sum as
-    ``x + f(.)``): one allocation fewer per sublayer, and ``x`` itself is never written.
+    ``x + f(.)``): one allocation fewer per sublayer, and ``x`` itself is never written. With
+    ``ctx.rows`` set, the block computes and returns those rows only, (B, 1, C).
     """
 
     def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
                 memory_mask: Tensor | None = None) -> Tensor:
-        x = self.attn(self.norm_attn(x), ctx).add_(x)
+        res = x if ctx.rows is None else take_rows(x, ctx.rows)
+        x = self.attn(self.norm_attn(x), ctx).add_(res)
         if self.cross_attn is not None:
             x = self.cross_attn(self.norm_cross(x), memory, memory_mask).add_(x)
         return self.mlp(self.norm_mlp(x)).add_(x)
 
 
 class PostNormBlock(Block):
-    """norm(x + f(x)) for each sublayer (the original Transformer, BERT); residuals in place as
-    in ``PreNormBlock``."""
+    """norm(x + f(x)) for each sublayer (the original Transformer, BERT); residuals in place and
+    ``ctx.rows`` as in ``PreNormBlock``."""
 
     def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
                 memory_mask: Tensor | None = None) -> Tensor:
-        x = self.norm_attn(self.attn(x, ctx).add_(x))
+        res = x if ctx.rows is None else take_rows(x, ctx.rows)
+        x = self.norm_attn(self.attn(x, ctx).add_(res))
         if self.cross_attn is not None:
             x = self.norm_cross(self.cross_attn(x, memory, memory_mask).add_(x))
         return self.norm_mlp(self.mlp(x).add_(x))
@@ -198,8 +209,20 @@ class Stack(nn.Module):
         self.norm = final_norm if final_norm is not None else nn.Identity()
 
     def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
-                memory_mask: Tensor | None = None) -> Tensor:
-        for block in self.blocks:
+                memory_mask: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
+        """(B, T, C) -> (B, T, C); with ``rows`` (B,), the states at those positions, (B, 1, C).
+
+        A pooled model needs one token's state. Every block but the last must still run at
+        every position (the last block's keys and values come from them); the last runs its
+        attention query, output projection and MLP for ``rows`` alone.
+        """
+        if rows is not None and tuple(rows.shape) != (x.shape[0],):
+            raise ValueError(f"rows must be ({x.shape[0]},), one position per sequence, got"
+                             f" shape {tuple(rows.shape)}")
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if i == last and rows is not None:
+                ctx = replace(ctx, rows=rows)
             x = block(x, ctx, memory, memory_mask)
         return self.norm(x)
 
