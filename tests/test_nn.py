@@ -295,8 +295,10 @@ def test_stack_rows_equal_the_full_forward_at_those_rows(case):
     with torch.inference_mode():
         full = stack(x, ctx)
         picked = stack(x, ctx, rows=rows)
-    assert seen == [(3, 7, 16), (3, 1, 16)]  # the last block's MLP ran for one row each
+        first = stack(x, ctx, rows=0)  # an int: the same position in every sequence
+    assert seen == [(3, 7, 16), (3, 1, 16), (3, 1, 16)]  # the last MLP ran for one row each
     torch.testing.assert_close(picked[:, 0], full[torch.arange(3), rows], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(first[:, 0], full[:, 0], atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="one position per sequence"):
         stack(x, ctx, rows=torch.tensor([1, 2]))
 

@@ -144,7 +144,7 @@ class Bert(nn.Module):
             self.head.decoder.weight = self.wte.weight
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
+                token_type_ids: Tensor | None = None, rows: Tensor | int | None = None) -> Tensor:
         """Hidden states (B, T, C); ``attention_mask`` (B, T) is 1 for tokens, 0 for padding.
 
         ``rows`` (B,): only those positions' states, (B, 1, C), computed in the last layer for
@@ -172,8 +172,7 @@ class Bert(nn.Module):
     def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:
         """BERT's pooled [CLS] vector (B, C); the last layer runs for [CLS] alone."""
-        cls = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
-        return self.pooler(self(input_ids, attention_mask, token_type_ids, cls))
+        return self.pooler(self(input_ids, attention_mask, token_type_ids, rows=0))
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:

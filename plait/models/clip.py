@@ -87,7 +87,7 @@ class TextTransformer(nn.Module):
                 nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                rows: Tensor | None = None) -> Tensor:
+                rows: Tensor | int | None = None) -> Tensor:
         """Hidden states (B, T, C); with ``rows`` (B,) only those positions', (B, 1, C)."""
         T = input_ids.shape[1]
         if self.config.block_size < T:

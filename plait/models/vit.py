@@ -129,7 +129,7 @@ class ViT(nn.Module):
             if isinstance(p, nn.Parameter):
                 nn.init.trunc_normal_(p, std=0.02)
 
-    def forward(self, pixel_values: Tensor, rows: Tensor | None = None) -> Tensor:
+    def forward(self, pixel_values: Tensor, rows: Tensor | int | None = None) -> Tensor:
         """Hidden states (B, 1 + N, C), or (B, N, C) with mean pooling (no class token).
 
         ``rows`` (B,): only those positions' states, (B, 1, C), computed in the last layer
@@ -155,9 +155,7 @@ class ViT(nn.Module):
     def pooled(self, pixel_values: Tensor) -> Tensor:
         """One vector per image (B, C), before any head."""
         if self.config.pooling == "cls":  # the last layer runs for the class token alone
-            rows = torch.zeros(pixel_values.shape[0], dtype=torch.long,
-                               device=pixel_values.device)
-            return self(pixel_values, rows)[:, 0]
+            return self(pixel_values, rows=0)[:, 0]
         return self.pool(self(pixel_values))
 
     def logits(self, pixel_values: Tensor) -> Tensor:
