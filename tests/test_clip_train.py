@@ -128,6 +128,7 @@ def ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
         losses = train_steps(model, slice(rank * half, (rank + 1) * half))
         if rank == 0:
             torch.save({"losses": losses, "state": model.module.state_dict()}, out)
+        torch.distributed.barrier()  # see plait.training.distributed.teardown
     finally:
         torch.distributed.destroy_process_group()
 

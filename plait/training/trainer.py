@@ -297,6 +297,9 @@ def train(recipe: Recipe, resume: bool = False,
           callbacks: Sequence[Callback] = ()) -> dict[str, float]:
     """Run ``recipe`` (``resume``: continue from its ``out_dir``); returns the final metrics."""
     try:
-        return Trainer(recipe, resume, callbacks).fit()
-    finally:
-        distributed.teardown()
+        metrics = Trainer(recipe, resume, callbacks).fit()
+    except BaseException:
+        distributed.teardown(clean=False)
+        raise
+    distributed.teardown()
+    return metrics
