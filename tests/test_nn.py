@@ -267,6 +267,21 @@ def test_blocks_add_residuals_in_place_without_writing_their_input(block_cls):
     assert torch.equal(out, ref)
 
 
+def test_residuals_stay_fp32_under_bf16_autocast():
+    """Under autocast a Linear's output is bf16 while the residual stream is fp32: the sum
+    must be promoted (x + f), not rounded into the bf16 output."""
+    torch.manual_seed(0)
+    block = PreNormBlock(SelfAttention(16, 4), make_mlp("gelu", 16, 32),
+                         make_norm("layernorm", 16), make_norm("layernorm", 16)).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x, AttnInputs())
+        h = x + block.attn(block.norm_attn(x), AttnInputs())
+        ref = h + block.mlp(block.norm_mlp(h))
+    assert out.dtype == ref.dtype == torch.float32
+    assert torch.equal(out, ref)
+
+
 def _rows_cases():
     T, pad = 7, torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 6 + [0]])
     alibi = ALiBi(4).bias(torch.arange(T)[None], torch.arange(T)[None])

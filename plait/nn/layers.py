@@ -89,6 +89,13 @@ def activate(act: nn.Module, h: Tensor) -> Tensor:
     return act(h) if in_place is None or h.requires_grad else in_place(act, h)
 
 
+def residual(f: Tensor, x: Tensor) -> Tensor:
+    """``x + f`` for a sublayer's fresh output ``f``, added into ``f`` where that is the same
+    sum. Not under bf16 autocast, where ``f`` is bf16 and ``x`` fp32: there ``x + f`` keeps the
+    residual stream in fp32, and an in-place add would round it to bf16."""
+    return f.add_(x) if f.dtype == x.dtype and f.shape == x.shape else x + f
+
+
 class MLP(nn.Module):
     """Position-wise feed-forward: Linear -> activation -> Linear -> dropout."""
 
@@ -174,7 +181,7 @@ class Block(nn.Module):
 class PreNormBlock(Block):
     """x + f(norm(x)) for each sublayer (GPT-2, ViT, CLIP, Llama).
 
-    The residual is added into the sublayer's fresh output (``f(.).add_(x)``, the same sum as
+    The residual is added into the sublayer's fresh output (:func:`residual`, the same sum as
     ``x + f(.)``): one allocation fewer per sublayer, and ``x`` itself is never written. With
     ``ctx.rows`` set, the block computes and returns those rows only, (B, 1, C).
     """
@@ -182,10 +189,10 @@ class PreNormBlock(Block):
     def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
                 memory_mask: Tensor | None = None) -> Tensor:
         res = x if ctx.rows is None else take_rows(x, ctx.rows)
-        x = self.attn(self.norm_attn(x), ctx).add_(res)
+        x = residual(self.attn(self.norm_attn(x), ctx), res)
         if self.cross_attn is not None:
-            x = self.cross_attn(self.norm_cross(x), memory, memory_mask).add_(x)
-        return self.mlp(self.norm_mlp(x)).add_(x)
+            x = residual(self.cross_attn(self.norm_cross(x), memory, memory_mask), x)
+        return residual(self.mlp(self.norm_mlp(x)), x)
 
 
 class PostNormBlock(Block):
@@ -195,10 +202,10 @@ class PostNormBlock(Block):
     def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
                 memory_mask: Tensor | None = None) -> Tensor:
         res = x if ctx.rows is None else take_rows(x, ctx.rows)
-        x = self.norm_attn(self.attn(x, ctx).add_(res))
+        x = self.norm_attn(residual(self.attn(x, ctx), res))
         if self.cross_attn is not None:
-            x = self.norm_cross(self.cross_attn(x, memory, memory_mask).add_(x))
-        return self.norm_mlp(self.mlp(x).add_(x))
+            x = self.norm_cross(residual(self.cross_attn(x, memory, memory_mask), x))
+        return self.norm_mlp(residual(self.mlp(x), x))
 
 
 class Stack(nn.Module):
