@@ -50,9 +50,12 @@ class AttnInputs:
     rows: Tensor | None = None
 
 
-def take_rows(x: Tensor, rows: Tensor) -> Tensor:
-    """x (B, T, C) at one position per sequence -> (B, 1, C)."""
-    return x.gather(1, rows.view(-1, 1, 1).expand(-1, 1, x.shape[-1]))
+def take_rows(x: Tensor, rows: Tensor, dim: int = 1) -> Tensor:
+    """x (B, ...) at one position per sequence along ``dim``, which becomes size 1:
+    (B, T, C) -> (B, 1, C), or queries (B, nh, T, hs) -> (B, nh, 1, hs) with ``dim=2``."""
+    shape = list(x.shape)
+    shape[dim] = 1
+    return x.gather(dim, rows.view(-1, *[1] * (x.dim() - 1)).expand(shape))
 
 
 def mask_rows(mask: Tensor | None, is_causal: bool, rows: Tensor, k_len: int) -> Tensor | None:
@@ -63,8 +66,7 @@ def mask_rows(mask: Tensor | None, is_causal: bool, rows: Tensor, k_len: int) ->
         return (torch.arange(k_len, device=rows.device) <= rows[:, None])[:, None, None]
     if mask.shape[2] == 1:  # key padding only: the same for every query
         return mask
-    mask = mask.expand(rows.shape[0], -1, -1, -1)
-    return mask.gather(2, rows.view(-1, 1, 1, 1).expand(-1, mask.shape[1], 1, mask.shape[3]))
+    return take_rows(mask.expand(rows.shape[0], -1, -1, -1), rows, dim=2)
 
 
 def make_attn_mask(
@@ -210,7 +212,7 @@ class SelfAttention(Attention):
                 raise ValueError("input_pos given but no KV cache: call model.setup_cache() first")
             k, v = self.kv_cache.update(ctx.input_pos, k, v)
         if ctx.rows is not None:  # every key, but one query per sequence
-            q = q.gather(2, ctx.rows.view(B, 1, 1, 1).expand(B, nq, 1, self.head_dim))
+            q = take_rows(q, ctx.rows, dim=2)
             return self.attend(q, k, v, mask_rows(ctx.mask, ctx.is_causal, ctx.rows, T), False)
         return self.attend(q, k, v, ctx.mask, ctx.is_causal)
 
