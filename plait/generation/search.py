@@ -142,7 +142,9 @@ def _beam_step(bm: _Beams, logp: Tensor, p: SamplingParams, eos: Tensor | None, 
         cand_scores, flat = torch.topk(acc, K)  # (B, K), sorted
     else:
         flat = torch.multinomial(acc.softmax(-1), K, generator=generator)
-        cand_scores = acc.gather(1, flat)
+        # best first, as topk returns them: the first nb candidates are the ones that survive
+        cand_scores, order = acc.gather(1, flat).sort(dim=-1, descending=True)
+        flat = flat.gather(1, order)
     src, tok = flat // V, flat % V
     cand_ids = _gather(bm.run_ids, src)  # (B, K, L)
     cand_ids[:, :, t] = tok
