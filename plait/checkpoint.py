@@ -1,51 +1,30 @@
-"""Model folders: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``), saved atomically.
+"""The plait model folder: ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json``).
 
 A folder written here is what ``plait.load`` reads back, what ``plait train`` leaves in its
-``out_dir``, and what every command's ``--model`` accepts. Every failure a user can cause (a
-missing folder, a corrupt config, a truncated or mismatched weights file) raises one
-``ValueError`` / ``FileNotFoundError`` whose message names the file and, where it applies, the
-tensor.
+``out_dir``, and what every command's ``--model`` accepts. ``config.json`` names the
+architecture under ``plait_model`` (a key of :data:`plait.models.MODELS`) beside that
+architecture's config fields. Every failure a user can cause (a missing folder, a corrupt
+config, a truncated or mismatched weights file) raises one ``ValueError`` /
+``FileNotFoundError`` whose message names the file and, where it applies, the tensor.
+Writing is atomic (:mod:`plait.io`). Hugging Face folders are :mod:`plait.hf`'s business;
+:func:`plait.loading.load` reads either kind.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from plait.config import ConfigError, read_json
+from plait import io
+from plait.models import MODELS, model_classes, model_type_of
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-MODEL_KEY = "plait_model"  # config.json key naming the architecture in plait.models.REGISTRY
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)``, fsync, rename onto ``path``: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+MODEL_KEY = "plait_model"  # config.json key naming the architecture in plait.models.MODELS
 
 
 def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -59,37 +38,6 @@ def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(key)
         out[name] = t.detach().contiguous()
     return out
-
-
-def save_weights(model: nn.Module, path: str | Path,
-                 metadata: dict[str, str] | None = None) -> None:
-    state = {k: v.cpu() for k, v in unique_state_dict(model).items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata or {"format": "pt"}))
-
-
-def _open_safetensors(path: str | Path, read: Callable[[Any], Any]) -> Any:
-    """``read(handle)`` on an open safetensors file; a missing, truncated or foreign file is a
-    FileNotFoundError / ValueError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return read(f)
-    except (SafetensorError, OSError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"cannot read {path} (truncated or not a safetensors file): {reason}") from None
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file."""
-    return _open_safetensors(path, lambda f: {k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
-
-
-def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a safetensors file (e.g. the training step it was saved at)."""
-    return _open_safetensors(path, lambda f: f.metadata() or {})
 
 
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -123,25 +71,23 @@ def save_model(model: nn.Module, folder: str | Path,
 
     ``metadata`` goes into the safetensors header (the trainer records its step there).
     """
-    from plait.models import model_type_of
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {MODEL_KEY: model_type_of(model), **model.config.to_dict(), **(extra_config or {})}
-    save_weights(model, folder / WEIGHTS_NAME, metadata)
-    atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
+    io.write_safetensors(folder / WEIGHTS_NAME, unique_state_dict(model), metadata)
+    io.atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
 
 
 def read_model_config(folder: str | Path) -> dict[str, Any]:
+    """A model folder's ``config.json`` (plait's or Hugging Face's), as a dict."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"model folder not found: {folder}")
     if not folder.is_dir():
         raise NotADirectoryError(f"--model must be a folder, got a file: {folder}")
-    try:
-        return read_json(folder / CONFIG_NAME)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
+    if not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {folder}: not a model folder")
+    return io.read_json(folder / CONFIG_NAME)
 
 
 def is_plait_folder(folder: str | Path) -> bool:
@@ -150,15 +96,13 @@ def is_plait_folder(folder: str | Path) -> bool:
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Build the model a plait ``folder`` describes and load its weights, in eval mode."""
-    from plait.models import REGISTRY
-
     folder = Path(folder)
     raw = read_model_config(folder)
     kind = raw.pop(MODEL_KEY, None)
-    if kind not in REGISTRY:
+    if kind not in MODELS:
         raise ValueError(f"{folder / CONFIG_NAME}: unknown '{MODEL_KEY}' {kind!r}"
-                         f" (known: {', '.join(REGISTRY)})")
-    config_cls, model_cls = REGISTRY[kind]
+                         f" (known: {', '.join(MODELS)})")
+    config_cls, model_cls = model_classes(kind)
     fields = set(config_cls.__dataclass_fields__)
     try:
         config = config_cls.from_dict({k: v for k, v in raw.items() if k in fields})
@@ -168,14 +112,5 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"no weights in {folder}: expected {WEIGHTS_NAME}")
-    load_weights_into(model, read_safetensors(weights), str(weights))
+    load_weights_into(model, io.read_safetensors(weights), str(weights))
     return model.to(device).eval()
-
-
-def load(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A ready model (eval mode) from a plait folder or a Hugging Face folder."""
-    if is_plait_folder(folder):
-        return load_model(folder, device)
-    from plait import hf  # Hugging Face interop, only when needed
-
-    return hf.load(folder, device=device)

@@ -13,10 +13,16 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-import tomllib
+from plait import io
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 C = TypeVar("C", bound="Config")
 
@@ -63,16 +69,12 @@ class Config:
 
 def read_json(path: str | Path) -> dict[str, Any]:
     """Read a JSON object, turning every failure into a one-line ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"corrupt JSON in {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object at top level")
-    return data
+        return io.read_json(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -144,6 +146,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             allowed = ", ".join(repr(a) for a in args)
             raise ConfigError(f"'{name}' must be one of {allowed}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{name}' must be a table of keys, got {value!r}")
+        key_tp, value_tp = args or (Any, Any)
+        return {_coerce(k, key_tp, name): v if value_tp is Any else
+                _coerce(v, value_tp, f"{name}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value
@@ -188,3 +196,36 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"'{name}' must be a string, got {value!r}")
         return value
     return value
+
+
+# -- validation helpers for __post_init__: one message shape for every config ------------------
+def require_positive(config: Any, names: Iterable[str], zero_ok: bool = False) -> None:
+    """Each named field > 0 (>= 0 with ``zero_ok``), else ValueError naming it."""
+    for name in names:
+        value = getattr(config, name)
+        if value < 0 or (value == 0 and not zero_ok):
+            bound = ">= 0" if zero_ok else "positive"
+            raise ValueError(f"{type(config).__name__}.{name} must be {bound}, got {value}")
+
+
+def require_divisible(config: Any, name: str, by: str) -> None:
+    """Field ``name`` divisible by field ``by``."""
+    a, b = getattr(config, name), getattr(config, by)
+    if a % b:
+        cls = type(config).__name__
+        raise ValueError(f"{cls}.{name} ({a}) must be divisible by {by} ({b})")
+
+
+def require_choice(config: Any, name: str, choices: Iterable[str]) -> None:
+    """Field ``name`` one of ``choices``."""
+    choices = list(choices)
+    if getattr(config, name) not in choices:
+        raise ValueError(f"{type(config).__name__}.{name} must be one of {', '.join(choices)},"
+                         f" got {getattr(config, name)!r}")
+
+
+def require_fraction(config: Any, name: str) -> None:
+    """Field ``name`` in [0, 1) (dropout rates)."""
+    if not 0.0 <= getattr(config, name) < 1.0:
+        raise ValueError(f"{type(config).__name__}.{name} must be in [0, 1), got"
+                         f" {getattr(config, name)}")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import plait
-from plait.checkpoint import atomic_write, load_model, read_safetensors_metadata, save_model
+from plait.checkpoint import load_model, save_model
+from plait.io import atomic_write, read_safetensors_metadata
 from plait.models import GPT, GPTConfig
 
 

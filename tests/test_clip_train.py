@@ -1,4 +1,7 @@
-"""The CLIP loss against its formula, its symmetry, and 2 data-parallel processes == 1 process."""
+"""The CLIP loss against its formula, its symmetry, and 2 data-parallel processes == 1 process.
+
+The model returns features (``CLIP.forward``), the loss receives rank and world size in its
+constructor, and nothing patches ``forward`` at run time: DDP wraps the plain model."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 
-from plait.training.contrastive import MAX_LOGIT_SCALE, clip_loss
+from plait.training.losses import MAX_LOGIT_SCALE, ClipLoss
+
+clip_loss = ClipLoss()  # one process: rank 0 of 1
 
 
 def naive_infonce(img: torch.Tensor, txt: torch.Tensor, t: float) -> torch.Tensor:
@@ -95,24 +100,22 @@ def tiny_batch(n: int = 8):
     return pixels, ids, mask
 
 
-def train_steps(model: nn.Module, rows: slice, steps: int = 3) -> list[float]:
+def train_steps(model: nn.Module, rows: slice, rank: int = 0, world_size: int = 1,
+                steps: int = 3) -> list[float]:
     """SGD on the CLIP loss; returns the global-batch loss before each step."""
-    from plait.training.contrastive import embed_pair, world
-    from plait.training.distributed import unwrap
-
+    criterion = ClipLoss(rank, world_size)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     pixels, ids, mask = (t[rows] for t in tiny_batch())
     losses = []
     for _ in range(steps):
-        img, txt = embed_pair(model, pixels, ids, mask)
-        loss = clip_loss(img, txt, unwrap(model).logit_scale)
+        loss = criterion(*model(pixels, ids, mask))  # features and log-temperature, via DDP
         opt.zero_grad()
         loss.backward()
         opt.step()
         mean = loss.detach().clone()
-        if world()[1] > 1:  # the global loss is the mean of the ranks' local losses
+        if world_size > 1:  # the global loss is the mean of the ranks' local losses
             torch.distributed.all_reduce(mean)
-            mean /= world()[1]
+            mean /= world_size
         losses.append(mean.item())
     return losses
 
@@ -125,7 +128,7 @@ def ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
     try:
         model = nn.parallel.DistributedDataParallel(tiny_clip())
         half = 8 // world_size
-        losses = train_steps(model, slice(rank * half, (rank + 1) * half))
+        losses = train_steps(model, slice(rank * half, (rank + 1) * half), rank, world_size)
         if rank == 0:
             torch.save({"losses": losses, "state": model.module.state_dict()}, out)
         torch.distributed.barrier()  # see plait.training.distributed.teardown
@@ -158,14 +161,12 @@ def test_two_processes_equal_one(tmp_path):
 def test_without_gather_the_gradient_differs():
     """Why the gather matters: averaging two half-batch losses (each half sees only its own
     negatives, i.e. DDP without the gather) gives a different gradient from the global loss."""
-    from plait.training.contrastive import embed_pair
-
     def grad(rows_list):
         model = tiny_clip()
         total = 0.0
         for rows in rows_list:
             pixels, ids, mask = (t[rows] for t in tiny_batch())
-            total = total + clip_loss(*embed_pair(model, pixels, ids, mask), model.logit_scale)
+            total = total + clip_loss(*model(pixels, ids, mask))
         (total / len(rows_list)).backward()
         return model.text_proj.weight.grad
 
@@ -178,24 +179,30 @@ def test_clip_task_batches_split_over_ranks_and_files_load(tmp_path):
     """Rank shares of a global batch concatenate to the one-process batch; the tokenizer and
     preprocessor files the task writes load back as the same tokenizer / image settings."""
     from plait.text.load import load_tokenizer
-    from plait.training.contrastive import ClipData, ClipTask
+    from plait.training.config import TrainConfig
     from plait.training.distributed import Dist
-    from plait.training.recipe import TrainConfig
+    from plait.training.tasks.clip import ClipData, ClipTask
     from plait.vision import read_preprocessor_config
 
     data = ClipData(n_train=40, n_gallery=10, batch_size=8, image_size=32, dir=str(tmp_path))
     one = ClipTask(data, TrainConfig(), Dist())
     parts = [ClipTask(data, TrainConfig(), Dist(r, 2)).train_batch(3, 1) for r in (0, 1)]
     full = one.train_batch(3, 1)
-    torch.testing.assert_close(torch.cat([p[0] for p in parts]), full[0])
-    rows = [ids[m.bool()].tolist() for p in parts for ids, m in zip(p[1], p[2], strict=True)]
-    assert rows == [ids[m.bool()].tolist() for ids, m in zip(full[1], full[2], strict=True)]
-    assert not torch.equal(one.train_batch(4, 1)[0], full[0])  # another step, another batch
+    assert set(full) == {"pixel_values", "input_ids", "attention_mask"}
+    px = "pixel_values"
+    torch.testing.assert_close(torch.cat([p[px] for p in parts]), full[px])
+
+    def texts(b):
+        pairs = zip(b["input_ids"], b["attention_mask"], strict=True)
+        return [ids[m.bool()].tolist() for ids, m in pairs]
+
+    assert texts(parts[0]) + texts(parts[1]) == texts(full)
+    assert not torch.equal(one.train_batch(4, 1)[px], full[px])  # another step, another batch
     aug = data.replace(crop_scale=(0.8, 1.0))  # random crops are drawn per global row, too
-    parts = [ClipTask(aug, TrainConfig(), Dist(r, 2)).train_batch(3, 1)[0] for r in (0, 1)]
-    aug_full = ClipTask(aug, TrainConfig(), Dist()).train_batch(3, 1)[0]
+    parts = [ClipTask(aug, TrainConfig(), Dist(r, 2)).train_batch(3, 1)[px] for r in (0, 1)]
+    aug_full = ClipTask(aug, TrainConfig(), Dist()).train_batch(3, 1)[px]
     torch.testing.assert_close(torch.cat(parts), aug_full)
-    assert not torch.allclose(aug_full, full[0])
+    assert not torch.allclose(aug_full, full[px])
     tok = load_tokenizer(tmp_path)
     caption = one.items[0].captions[0]
     assert tok.encode(caption) == one.tokenizer.encode(caption)

@@ -365,18 +365,17 @@ def test_cli_user_errors_are_one_line(char_folder, capsys, args, msg):
     assert code == 2 and msg in err and err.count("\n") == 1 and out == ""
 
 
-def test_stop_printer_holds_back_partial_stop_strings():
-    import io
-
-    from plait.cli.generate import StopPrinter
+def test_stop_text_holds_back_partial_stop_strings():
+    from plait.inference import StopText
     from plait.text import CharTokenizer
 
     tok = CharTokenizer.train("abcXY")
-    out = io.StringIO()
-    printer = StopPrinter(tok, ["XY"], out)
-    written = []
-    for ch in "abXaX":
-        assert not printer.add(tok.encode(ch)[0])
-        written.append(out.getvalue())
-    assert written == ["a", "ab", "ab", "abXa", "abXa"]  # an "X" waits: it may start "XY"
-    assert printer.add(tok.encode("Y")[0]) and out.getvalue() == "abXa"
+    text = StopText(tok, ["XY"])
+    released = [text.add(tok.encode(ch)[0]) for ch in "abXaX"]
+    assert released == ["a", "b", "", "Xa", ""]  # an "X" waits: it may start "XY"
+    assert not text.stopped
+    assert text.add(tok.encode("Y")[0]) == "" and text.stopped
+    assert text.flush() == ""  # the stop string and what it held back are never shown
+    text = StopText(tok, ["XY"])
+    assert [text.add(tok.encode(ch)[0]) for ch in "aX"] == ["a", ""]
+    assert text.flush() == "X"  # the end of the text releases a tail that never completed

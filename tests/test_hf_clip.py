@@ -77,7 +77,11 @@ def test_clip_embeddings_and_logits_match(tmp_path, eos, text, vision):
         out = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels)
         torch.testing.assert_close(model.encode_image(pixels), img, atol=ATOL, rtol=0)
         torch.testing.assert_close(model.encode_text(ids, mask), txt, atol=ATOL, rtol=0)
-        per_image, per_text = model(pixels, ids, mask)
+        per_image, per_text = model.logits(pixels, ids, mask)
+        feats = model(pixels, ids, mask)  # what the model computes: embeddings and scale
+    torch.testing.assert_close(feats.image_embeds, img, atol=ATOL, rtol=0)
+    torch.testing.assert_close(feats.text_embeds, txt, atol=ATOL, rtol=0)
+    torch.testing.assert_close(feats.logit_scale.exp(), ref.logit_scale.exp())
     torch.testing.assert_close(per_image, out.logits_per_image, atol=ATOL, rtol=0)
     torch.testing.assert_close(per_text, out.logits_per_text, atol=ATOL, rtol=0)
 
@@ -93,7 +97,7 @@ def test_clip_export_round_trip(tmp_path):
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         out = ref(input_ids=ids, attention_mask=mask, pixel_values=pixels)
-        torch.testing.assert_close(again(pixels, ids, mask)[0], out.logits_per_image,
+        torch.testing.assert_close(again.logits(pixels, ids, mask)[0], out.logits_per_image,
                                    atol=ATOL, rtol=0)
 
 
@@ -106,7 +110,7 @@ def test_towers_by_kind_and_bert_text_tower():
         embed_dim=16)
     model = CLIP(cfg)
     ids = torch.randint(0, 50, (3, 7))
-    per_image, per_text = model(torch.randn(2, 3, 16, 16), ids, torch.ones_like(ids))
+    per_image, per_text = model.logits(torch.randn(2, 3, 16, 16), ids, torch.ones_like(ids))
     assert per_image.shape == (2, 3) and per_text.shape == (3, 2)
     with pytest.raises(ValueError, match="vision.kind"):
         CLIPConfig(vision={"kind": "vgg"})

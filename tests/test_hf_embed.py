@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from plait.cli.main import main
-from plait.hf.sentence import SentenceEncoder, pool, pooling_modes
+from plait.inference.sentence import SentenceEncoder, pool, pooling_modes
 
 SENTENCES = [
     "A cat sits on the mat.",
@@ -80,7 +80,7 @@ def test_embed_reads_stdin_in_order(minilm, reference, capsys):
 
 
 def test_truncation_follows_max_seq_length(minilm):
-    enc = SentenceEncoder(minilm)
+    enc = SentenceEncoder.from_folder(minilm)
     assert enc.max_length == 256 and enc.modes == ["mean"] and enc.normalize
     ids, _ = enc.tokenizer.encode_batch([SENTENCES[-1]], max_length=enc.max_length)
     assert ids.shape[1] == 256

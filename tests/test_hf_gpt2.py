@@ -135,7 +135,6 @@ def test_export_refuses_non_gpt2_features(tmp_path, capsys, change, field):
     ("activation_function", "gelu_fast_unknown"),
     ("scale_attn_by_inverse_layer_idx", True),
     ("reorder_and_upcast_attn", True),
-    ("add_cross_attention", True),
     ("scale_attn_weights", False),
     ("architectures", ["GPT2ForSequenceClassification"]),
 ])

@@ -20,7 +20,7 @@ from plait.evaluation.retrieval import (
     zero_shot_probs,
     zero_shot_weights,
 )
-from plait.training.contrastive import caption_tokenizer
+from plait.training.tasks.clip import caption_tokenizer
 from plait.vision import ImageConfig, write_preprocessor_config
 
 

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 import plait
-import plait.checkpoint
+import plait.io
 from plait.data.tokens import prepare_text
 from plait.training import CrossEntropy, Trainer, lr_at, recipe_from_dict, train
+from plait.training.optim import make_optimizer, param_groups
 from plait.training.state import load_trainer_state
-from plait.training.trainer import make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,8 @@ def test_label_smoothing_equals_its_formula(eps):
 def test_weight_decay_only_on_matrices(data_dir, tmp_path):
     r = recipe(data_dir, tmp_path)
     model = plait.GPT(r.model.replace(vocab_size=20))
-    decay, no_decay = make_optimizer(model, r.train, torch.device("cpu")).param_groups
+    groups = param_groups(model, r.train)
+    decay, no_decay = make_optimizer(groups, r.train, torch.device("cpu")).param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"])
     assert all(p.dim() == 1 for p in no_decay["params"])  # biases, norm gains
@@ -150,7 +151,7 @@ def test_crash_during_save_keeps_the_previous_checkpoint(data_dir, tmp_path, mon
             f.write(b"\x00" * 100)  # ... and the process dies half-way through writing them
         raise Crash
 
-    monkeypatch.setattr(plait.checkpoint, "save_file", dies_midway)
+    monkeypatch.setattr(plait.io, "save_file", dies_midway)
     with pytest.raises(Crash):
         trainer.save()
     monkeypatch.undo()

@@ -164,9 +164,9 @@ def test_digits_split_and_unseen_templates():
 
 # -- towers ----------------------------------------------------------------------------------
 def test_resnet_shapes_and_registry():
-    from plait.models import REGISTRY
+    from plait.models import model_classes
 
-    assert REGISTRY["resnet"] == (ResNetConfig, ResNet)
+    assert model_classes("resnet") == (ResNetConfig, ResNet)
     m = ResNet(ResNetConfig(widths=(8, 16), depths=(1, 2))).eval()
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 16)
     c = ResNet(ResNetConfig(widths=(8, 16), depths=(1, 1), num_classes=5)).eval()

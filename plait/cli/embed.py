@@ -25,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plait.hf.sentence import SentenceEncoder
+    from plait.inference import SentenceEncoder
 
     texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
-    encoder = SentenceEncoder(args.model, device=args.device)
+    encoder = SentenceEncoder.from_folder(args.model, device=args.device)
     vectors = encoder.encode(texts, batch_size=args.batch_size)
     out = sys.stdout
     for row in vectors.tolist():

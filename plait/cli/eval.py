@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from plait.evaluation.clip_eval import evaluate
-    from plait.evaluation.encoder import ClipEncoder
+    from plait.inference import ClipEncoder
 
     enc = ClipEncoder.from_folder(args.model, device=args.device)
     metrics = evaluate(enc, args.task, enc.processor.config.crop_size, seed=args.seed)

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plait.evaluation.encoder import ClipEncoder
     from plait.evaluation.index import SearchIndex, embed_files, list_files
+    from plait.inference import ClipEncoder
 
     if args.batch_size <= 0 or args.max_megapixels <= 0:
         raise ValueError("--batch-size and --max-megapixels must be positive")

@@ -1,31 +1,33 @@
 """The ``plait`` command: ``plait <subcommand> ...``, one module per subcommand in ``plait/cli``.
 
 Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int | None``, and a
-module docstring whose first line is the one-line help. Errors a user can fix (bad paths, bad
-config, bad input) are printed as one line and exit with code 2; set ``PLAIT_DEBUG=1`` to see
-the traceback instead.
+module docstring whose first line is the one-line help; :data:`COMMANDS` registers its ``run``.
+Errors a user can fix (bad paths, bad config, bad input) are printed as one line and exit with
+code 2; set ``PLAIT_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import ast
 import importlib.util
 import os
 import sys
 
-# subcommand name -> module in plait.cli (imported lazily so `plait --help` stays fast)
-COMMANDS: dict[str, str] = {
-    "prepare-text": "prepare_text",
-    "train": "train",
-    "generate": "generate",
-    "convert": "convert",
-    "embed": "embed",
-    "eval": "eval",
-    "index": "index",
-    "search": "search",
-    "zero-shot": "zero_shot",
-}
+from plait.registry import Registry
+
+# subcommand -> its run function (modules imported lazily so `plait --help` stays fast)
+COMMANDS = Registry("command", {
+    "prepare-text": "plait.cli.prepare_text:run",
+    "train": "plait.cli.train:run",
+    "generate": "plait.cli.generate:run",
+    "convert": "plait.cli.convert:run",
+    "embed": "plait.cli.embed:run",
+    "eval": "plait.cli.eval:run",
+    "index": "plait.cli.index:run",
+    "search": "plait.cli.search:run",
+    "zero-shot": "plait.cli.zero_shot:run",
+})
 
 # exceptions that mean "the user gave us something wrong", not "plait has a bug"
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError,
@@ -37,12 +39,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _summary(module_name: str) -> str:
-    spec = importlib.util.find_spec(f"plait.cli.{module_name}")
+def _summary(name: str) -> str:
+    """The first docstring line of a command's module, read without importing it."""
+    spec = importlib.util.find_spec(COMMANDS.target(name).partition(":")[0])
     if spec is None or spec.origin is None:
-        return ""
-    import ast
-
+        raise ModuleNotFoundError(f"command {name!r}: {COMMANDS.target(name)} is missing")
     with open(spec.origin) as f:
         doc = ast.get_docstring(ast.parse(f.read())) or ""
     return doc.strip().splitlines()[0] if doc else ""
@@ -54,18 +55,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="plait: Transformers, GPT, BERT, CLIP and friends, from scratch in PyTorch.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, module_name in COMMANDS.items():
-        if importlib.util.find_spec(f"plait.cli.{module_name}") is None:
-            continue  # not built yet
+    for name in COMMANDS:
         if only is not None and name != only:
-            sub.add_parser(name, help=_summary(module_name))
+            sub.add_parser(name, help=_summary(name))
             continue
-        module = importlib.import_module(f"plait.cli.{module_name}")
-        doc = module.__doc__ or ""
-        p = sub.add_parser(name, help=_summary(module_name), description=doc,
+        module = COMMANDS.module(name)
+        p = sub.add_parser(name, help=_summary(name), description=module.__doc__ or "",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=COMMANDS.get(name))
     return parser
 
 

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plait.evaluation.encoder import ClipEncoder
     from plait.evaluation.index import SearchIndex, write_grid
+    from plait.inference import ClipEncoder
     from plait.vision import open_image
 
     if (args.text is None) == (args.image is None):

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plait.evaluation.encoder import ClipEncoder
     from plait.evaluation.retrieval import zero_shot_probs, zero_shot_weights
+    from plait.inference import ClipEncoder
     from plait.vision import open_image
 
     labels = [x.strip() for x in args.labels.split(",") if x.strip()]

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plait.checkpoint import atomic_write, atomic_write_text
 from plait.config import read_json
+from plait.io import atomic_write, atomic_write_text
 
 SPLITS = ("train", "val")
 META_FILE = "meta.json"

@@ -1,9 +1,8 @@
-"""Evaluation: retrieval recall@K, zero-shot classification, a faiss image index, the CLIP demo.
+"""Evaluation: retrieval recall@K, zero-shot classification, a faiss image index, task evals.
 
-Heavy pieces (faiss, the trainer) are imported only when their functions run.
+Heavy pieces (faiss) are imported only when their functions run.
 """
 
-from plait.evaluation.demo import run_clip_demo
 from plait.evaluation.retrieval import (
     image_to_text_recall,
     text_to_image_recall,
@@ -11,5 +10,4 @@ from plait.evaluation.retrieval import (
     zero_shot_weights,
 )
 
-__all__ = ["image_to_text_recall", "run_clip_demo", "text_to_image_recall", "zero_shot_probs",
-           "zero_shot_weights"]
+__all__ = ["image_to_text_recall", "text_to_image_recall", "zero_shot_probs", "zero_shot_weights"]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from plait.evaluation.encoder import ClipEncoder
 from plait.evaluation.retrieval import (
     image_to_text_recall,
     text_to_image_recall,
     zero_shot_probs,
     zero_shot_weights,
 )
+from plait.inference import ClipEncoder
 
 TASKS = ("clip-shapes", "clip-digits")
 # never used in training captions (plait.data.scenes.TRAIN_TEMPLATES)

@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 from tqdm import tqdm
 
-from plait.checkpoint import atomic_write, atomic_write_text
-from plait.evaluation.encoder import ClipEncoder
+from plait.inference import ClipEncoder
+from plait.io import atomic_write, atomic_write_text
 from plait.vision import ImageError, open_image
 
 

@@ -1,9 +1,8 @@
 """Decoding loops over a model's preallocated KV cache: greedy / sampling, and beam search.
 
-A model here is anything with ``model(ids, attention_mask, input_pos=, last_only=True)`` ->
-logits (N, 1, V), ``setup_cache(N, max_len)``, ``reorder_cache(index)``, ``clear_cache()``
-and ``max_len``. The prompt is run once (prefill), then one token per step; tokens go into a
-preallocated (N, T_total) buffer, never a growing ``torch.cat``.
+A model here is a :class:`plait.generation.protocol.Decoder`: ``prefill`` runs the prompt (with
+any extra inputs) once, ``step`` one token per row after that; tokens go into a preallocated
+(N, T_total) buffer, never a growing ``torch.cat``.
 
 Beam search (as in ``transformers`` >= 4.50, vectorised over the batch) keeps ``num_beams``
 running hypotheses per prompt, scored by their summed log-probabilities. A hypothesis that
@@ -18,6 +17,8 @@ prompt's beams do not depend on how much its batch companions pad it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,21 +29,43 @@ from plait.generation.processors import DecodeState, SamplingParams, apply
 NEG = -1.0e9  # "impossible" score used by transformers' beam search (kept for parity)
 
 
+@dataclass
+class Prompt:
+    """What a decoding loop starts from.
+
+    ids: (N, T0) prompt tokens, one row per sequence (repeated per beam / returned sequence).
+    mask: (N, T0) 1 for real tokens, 0 for left padding; None when nothing is padded.
+    total: T0 + max_new_tokens, the length of the preallocated buffers.
+    inputs: the prefill's extra inputs, one row per sequence it runs (see protocol.py).
+    seen: whether prompt tokens count as "seen" text for the penalties; False when the prompt
+        came as embeddings only and ``ids`` are placeholders.
+    """
+
+    ids: Tensor
+    mask: Tensor | None
+    total: int
+    inputs: dict[str, Any] = field(default_factory=dict)
+    seen: bool = True
+
+
 class _Buffers:
     """Preallocated token ids and attention mask for N rows of up to ``total`` tokens."""
 
-    def __init__(self, input_ids: Tensor, attention_mask: Tensor | None, total: int, fill: int):
+    def __init__(self, prompt: Prompt, fill: int):
+        input_ids, attention_mask = prompt.ids, prompt.mask
         N, T0 = input_ids.shape
         self.prompt_len = T0
-        self.ids = input_ids.new_full((N, total), fill)
+        self.ids = input_ids.new_full((N, prompt.total), fill)
         self.ids[:, :T0] = input_ids
         padded = attention_mask is not None and not bool(attention_mask.all())
         self.mask = None
-        self.valid = torch.ones(N, total, dtype=torch.bool, device=input_ids.device)
+        self.valid = torch.ones(N, prompt.total, dtype=torch.bool, device=input_ids.device)
         if padded:
-            self.mask = torch.ones(N, total, dtype=torch.long, device=input_ids.device)
+            self.mask = torch.ones(N, prompt.total, dtype=torch.long, device=input_ids.device)
             self.mask[:, :T0] = attention_mask
             self.valid[:, :T0] = attention_mask.bool()
+        if not prompt.seen:
+            self.valid[:, :T0] = False
 
     def mask_upto(self, t: int) -> Tensor | None:
         return None if self.mask is None else self.mask[:, :t]
@@ -52,13 +75,17 @@ class _Buffers:
         return DecodeState(ids[:, :t], self.valid[:, :t], self.prompt_len)
 
 
-def _next_logits(model, buf: _Buffers, t: int, first: bool) -> Tensor:
-    """Float32 logits (N, V) for position t: the prefill at the first step, else one token."""
-    if first:
-        out = model(buf.ids[:, :t], buf.mask_upto(t), input_pos=0, last_only=True)
-    else:
-        out = model(buf.ids[:, t - 1:t], buf.mask_upto(t), input_pos=t - 1, last_only=True)
-    return out[:, -1].float()
+def _prefill(model, buf: _Buffers, prompt: Prompt, rows: slice = slice(None)) -> Tensor:
+    """Float32 next-token logits after the prompt (its ``rows``), with the extra inputs."""
+    t = buf.prompt_len
+    mask = buf.mask_upto(t)
+    return model.prefill(buf.ids[rows, :t], None if mask is None else mask[rows],
+                         **prompt.inputs).float()
+
+
+def _step(model, buf: _Buffers, t: int) -> Tensor:
+    """Float32 next-token logits (N, V) for position t, after feeding the token at t - 1."""
+    return model.step(buf.ids[:, t - 1:t], buf.mask_upto(t), t - 1).float()
 
 
 def _ends_with(ids: Tensor, t: int, stops: list[Tensor]) -> Tensor:
@@ -70,22 +97,24 @@ def _ends_with(ids: Tensor, t: int, stops: list[Tensor]) -> Tensor:
     return hit
 
 
-def sample_steps(model, input_ids: Tensor, attention_mask: Tensor | None, p: SamplingParams,
-                 total: int, generator: torch.Generator | None = None,
+def sample_steps(model, prompt: Prompt, p: SamplingParams,
+                 generator: torch.Generator | None = None,
                  stop: list[Tensor] | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Greedy or sampled decoding; yields (new tokens (N,), ids so far (N, t)) per step.
 
     Rows that produced eos (or a stop sequence) get ``pad_id`` from then on; the loop ends
-    when every row has finished or after ``max_new_tokens`` steps. The cache must be set up.
+    when every row has finished or after ``max_new_tokens`` steps. The cache must be set up
+    for N rows.
     """
-    buf = _Buffers(input_ids, attention_mask, total, p.pad_id)
+    buf = _Buffers(prompt, p.pad_id)
     procs = p.processors()
-    eos = torch.tensor(p.eos_ids, device=input_ids.device) if p.eos_ids else None
+    device = prompt.ids.device
+    eos = torch.tensor(p.eos_ids, device=device) if p.eos_ids else None
     stop = stop or []
-    running = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    running = torch.ones(prompt.ids.shape[0], dtype=torch.bool, device=device)
     t = buf.prompt_len
     for step in range(p.max_new_tokens):
-        logits = _next_logits(model, buf, t, step == 0)  # (N, V)
+        logits = _prefill(model, buf, prompt) if step == 0 else _step(model, buf, t)  # (N, V)
         if procs:
             logits = apply(procs, logits, buf.state(t))
         if p.greedy:
@@ -187,26 +216,25 @@ def _keep_going(bm: _Beams, hits: Tensor, p: SamplingParams, t: int, T0: int,
     return bool(bm.improvable.any()) and not all_done and not bool(hits.all())
 
 
-def beam_search(model, input_ids: Tensor, attention_mask: Tensor | None, p: SamplingParams,
-                total: int, generator: torch.Generator | None = None) -> Tensor:
-    """Beam search; input rows already repeated num_beams times (prompt b -> rows b*nb ...).
+def beam_search(model, prompt: Prompt, p: SamplingParams,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Beam search; prompt rows already repeated num_beams times (prompt b -> rows b*nb ...),
+    its extra inputs one row per prompt.
 
     The model's cache must be set up for B = N // num_beams rows (each prompt is run once).
 
     Returns the best ``num_return_sequences`` finished hypotheses per prompt, best first,
     (B * num_return_sequences, T0 + longest returned generation), padded with ``pad_id``.
     """
-    nb = p.num_beams
-    B = input_ids.shape[0] // nb
-    buf = _Buffers(input_ids, attention_mask, total, p.pad_id)
+    nb, total = p.num_beams, prompt.total
+    B = prompt.ids.shape[0] // nb
+    buf = _Buffers(prompt, p.pad_id)
     procs = p.processors()
-    eos = torch.tensor(p.eos_ids, device=input_ids.device) if p.eos_ids else None
+    eos = torch.tensor(p.eos_ids, device=prompt.ids.device) if p.eos_ids else None
     T0 = t = buf.prompt_len
     bm = _Beams(buf, B, nb)
     # prefill each prompt once (the cache was set up for B rows), then copy it to its beams
-    mask = buf.mask_upto(t)
-    logits = model(input_ids[::nb], None if mask is None else mask[::nb], input_pos=0,
-                   last_only=True)[:, -1].float()
+    logits = _prefill(model, buf, prompt, rows=slice(None, None, nb))
     logits = logits.repeat_interleave(nb, dim=0)  # (N, V)
     model.reorder_cache(torch.arange(B, device=logits.device).repeat_interleave(nb))
     while True:
@@ -218,7 +246,7 @@ def beam_search(model, input_ids: Tensor, attention_mask: Tensor | None, p: Samp
         if not _keep_going(bm, hits, p, t, T0, total):
             break
         model.reorder_cache(rows)
-        logits = _next_logits(model, buf, t, first=False)
+        logits = _step(model, buf, t)
     r = p.num_return_sequences
     out_len = T0 + int(bm.fin_len[:, :r].max())
     return bm.fin_ids[:, :r, :out_len].reshape(B * r, out_len)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
-from plait.hf.io import ACTS, ACTS_OUT, require
+from plait.hf.family import (
+    ACTIVATIONS,
+    Family,
+    Field,
+    fields_from_hf,
+    fields_to_hf,
+    require,
+    require_export,
+)
 from plait.hf.keymap import Rule, expand
 from plait.models.clip import CLIP, CLIPConfig, TextConfig
 from plait.models.vit import ViTConfig
-
-MODEL_TYPES = ("clip",)
 
 
 def _layers(hf: str, pl: str) -> list[Rule]:
@@ -32,15 +36,15 @@ def _layers(hf: str, pl: str) -> list[Rule]:
                   for p in ("weight", "bias")]
 
 
-TEXT = [
+TEXT = (
     Rule("text_model.embeddings.token_embedding.weight", "text.wte.weight"),
     Rule("text_model.embeddings.position_embedding.weight", "text.pos.wpe.weight"),
     Rule("text_model.embeddings.position_ids", None),  # a buffer older versions saved
     Rule("text_model.final_layer_norm.weight", "text.encoder.norm.weight"),
     Rule("text_model.final_layer_norm.bias", "text.encoder.norm.bias"),
     *_layers("text_model", "text"),
-]
-VISION = [
+)
+VISION = (
     Rule("vision_model.embeddings.class_embedding", "vision.cls", "vec_to_token"),
     Rule("vision_model.embeddings.patch_embedding.weight", "vision.patch.weight"),
     Rule("vision_model.embeddings.position_embedding.weight", "vision.pos", "unsqueeze0"),
@@ -50,102 +54,81 @@ VISION = [
     Rule("vision_model.post_layernorm.weight", "vision.encoder.norm.weight"),
     Rule("vision_model.post_layernorm.bias", "vision.encoder.norm.bias"),
     *_layers("vision_model", "vision"),
-]
-TOP = [
+)
+TOP = (
     Rule("visual_projection.weight", "visual_proj.weight"),
     Rule("text_projection.weight", "text_proj.weight"),
     Rule("logit_scale", "logit_scale"),
-]
+)
 
 
-def rules(config: CLIPConfig) -> list[Rule]:
-    return (expand(TEXT, config.text_config.n_layer)
-            + expand(VISION, config.vision_config.n_layer) + expand(TOP, 0))
 
-
-def normalize(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    return state
-
-
-def denormalize(state: dict[str, Tensor], hf_cfg: dict[str, Any]) -> dict[str, Tensor]:
-    return state
-
-
-def _act(cfg: dict[str, Any], where: str) -> str:
-    act = cfg.get("hidden_act", "quick_gelu")
-    require(cfg, "hidden_act", act in ACTS, f"supported: {', '.join(ACTS)}", where)
-    return ACTS[act]
-
-
-def config_from_hf(cfg: dict[str, Any], where: str) -> CLIPConfig:
-    """CLIPConfig from a CLIP ``config.json``; unsupported values raise naming the field."""
-    arch = (cfg.get("architectures") or ["CLIPModel"])[0]
-    require(cfg, "architectures", arch == "CLIPModel", "supported: CLIPModel", where)
-    t, v = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
-    eos = t.get("eos_token_id", 49407)
-    require(t, "eos_token_id", eos is None or isinstance(eos, int), "an integer", where)
-    text = TextConfig(
-        vocab_size=t.get("vocab_size", 49408), n_layer=t.get("num_hidden_layers", 12),
-        n_head=t.get("num_attention_heads", 8), n_embd=t.get("hidden_size", 512),
-        n_inner=t.get("intermediate_size", 2048), block_size=t.get("max_position_embeddings", 77),
-        mlp=_act(t, where + " text_config"), norm_eps=t.get("layer_norm_eps", 1e-5),
-        dropout=t.get("attention_dropout", 0.0),
-        # transformers keeps the original argmax rule for the old eos_token_id == 2 configs
-        pool="argmax" if eos in (None, 2) else "eos", eos_token_id=eos,
-    )
-    vision = ViTConfig(
-        image_size=v.get("image_size", 224), patch_size=v.get("patch_size", 32),
-        num_channels=v.get("num_channels", 3), n_layer=v.get("num_hidden_layers", 12),
-        n_head=v.get("num_attention_heads", 12), n_embd=v.get("hidden_size", 768),
-        n_inner=v.get("intermediate_size", 3072), mlp=_act(v, where + " vision_config"),
-        norm_eps=v.get("layer_norm_eps", 1e-5), dropout=v.get("attention_dropout", 0.0),
-        pre_norm=True, patch_bias=False, pooling="cls", head="none",
-    )
-    return CLIPConfig(
-        vision={"kind": "vit", **vision.to_dict()}, text={"kind": "transformer", **text.to_dict()},
-        embed_dim=cfg.get("projection_dim", 512),
-        logit_scale_init=cfg.get("logit_scale_init_value", 2.6592),
+def _tower(width: int, heads: int, inner: int) -> tuple[Field, ...]:
+    """The keys both towers' tables (``text_config``, ``vision_config``) share; defaults differ."""
+    return (
+        Field("num_hidden_layers", "n_layer", 12),
+        Field("hidden_size", "n_embd", width),
+        Field("num_attention_heads", "n_head", heads),
+        Field("intermediate_size", "n_inner", inner),
+        Field("hidden_act", "mlp", "quick_gelu", ACTIVATIONS),
+        Field("layer_norm_eps", "norm_eps", 1e-5),
+        Field("attention_dropout", "dropout", 0.0),
     )
 
 
-def build(config: CLIPConfig, architecture: str) -> CLIP:
-    return CLIP(config)
+TEXT_FIELDS = (Field("vocab_size", "vocab_size", 49408),
+               Field("max_position_embeddings", "block_size", 77), *_tower(512, 8, 2048))
+VISION_FIELDS = (Field("image_size", "image_size", 224), Field("patch_size", "patch_size", 32),
+                 Field("num_channels", "num_channels", 3), *_tower(768, 12, 3072))
+# what a CLIP vision tower is, in plait's ViT terms (fixed, not read from config.json)
+VISION_LAYOUT = {"pre_norm": True, "patch_bias": False, "pooling": "cls", "head": "none",
+                 "pos_embedding": "learned", "qkv_bias": True}
 
 
-def exports(model: object) -> bool:
-    return isinstance(model, CLIP)
+class CLIPFamily(Family):
+    name = "CLIP"
+    model_class = CLIP
+    FIELDS = (
+        Field("projection_dim", "embed_dim", 512),
+        Field("logit_scale_init_value", "logit_scale_init", 2.6592),
+    )
 
+    def rules(self, config: CLIPConfig) -> list[Rule]:
+        return (expand(list(TEXT), config.text_config.n_layer)
+                + expand(list(VISION), config.vision_config.n_layer) + expand(list(TOP), 0))
 
-def config_to_hf(config: CLIPConfig, model: CLIP | None = None) -> dict[str, Any]:
-    if config.vision_kind != "vit" or config.text_kind != "transformer":
-        raise ValueError(f"cannot export to CLIP: towers vision.kind={config.vision_kind!r},"
-                         f" text.kind={config.text_kind!r} (Hugging Face CLIP needs 'vit' and"
-                         " 'transformer')")
-    v, t = config.vision_config, config.text_config
-    needs = {"pre_norm": True, "patch_bias": False, "pooling": "cls", "pos_embedding": "learned",
-             "qkv_bias": True, "head": "none"}
-    for name, value in needs.items():
-        if getattr(v, name) != value:
-            raise ValueError(f"cannot export to CLIP: vision.{name}={getattr(v, name)!r}"
-                             f" (CLIP needs {value!r})")
-    if t.pool == "last" or (t.pool == "argmax") != (t.eos_token_id in (None, 2)):
-        raise ValueError(f"cannot export to CLIP: text.pool={t.pool!r} with eos_token_id="
-                         f"{t.eos_token_id} (CLIP pools 'argmax' iff eos_token_id is 2)")
-    for name, cfg in (("vision", v), ("text", t)):
-        if cfg.mlp not in ACTS_OUT:
-            raise ValueError(f"cannot export to CLIP: {name}.mlp={cfg.mlp!r}")
-    text = {"vocab_size": t.vocab_size, "hidden_size": t.n_embd,
-            "intermediate_size": t.n_inner or 4 * t.n_embd, "num_hidden_layers": t.n_layer,
-            "num_attention_heads": t.n_head, "max_position_embeddings": t.block_size,
-            "hidden_act": ACTS_OUT[t.mlp], "layer_norm_eps": t.norm_eps,
-            "attention_dropout": t.dropout, "eos_token_id": t.eos_token_id if t.eos_token_id
-            is not None else 2, "projection_dim": config.embed_dim}
-    vision = {"image_size": v.image_size, "patch_size": v.patch_size,
-              "num_channels": v.num_channels, "hidden_size": v.n_embd,
-              "intermediate_size": v.n_inner or 4 * v.n_embd, "num_hidden_layers": v.n_layer,
-              "num_attention_heads": v.n_head, "hidden_act": ACTS_OUT[v.mlp],
-              "layer_norm_eps": v.norm_eps, "attention_dropout": v.dropout,
-              "projection_dim": config.embed_dim}
-    return {"architectures": ["CLIPModel"], "model_type": "clip",
-            "projection_dim": config.embed_dim, "logit_scale_init_value": config.logit_scale_init,
-            "text_config": text, "vision_config": vision}
+    def config_from_hf(self, cfg: dict[str, Any], where: str) -> CLIPConfig:
+        """CLIPConfig from a CLIP ``config.json``; unsupported values raise naming the field."""
+        arch = (cfg.get("architectures") or ["CLIPModel"])[0]
+        require(cfg, "architectures", arch == "CLIPModel", "supported: CLIPModel", where)
+        t, v = cfg.get("text_config") or {}, cfg.get("vision_config") or {}
+        eos = t.get("eos_token_id", 49407)
+        require(t, "eos_token_id", eos is None or isinstance(eos, int), "an integer", where)
+        text = TextConfig(
+            **fields_from_hf(TEXT_FIELDS, t, where + " text_config"),
+            # transformers keeps the original argmax rule for the old eos_token_id == 2 configs
+            pool="argmax" if eos in (None, 2) else "eos", eos_token_id=eos)
+        vision = ViTConfig(**fields_from_hf(VISION_FIELDS, v, where + " vision_config"),
+                           **VISION_LAYOUT)
+        return CLIPConfig(vision={"kind": "vit", **vision.to_dict()},
+                          text={"kind": "transformer", **text.to_dict()},
+                          **fields_from_hf(self.FIELDS, cfg, where))
+
+    def config_to_hf(self, config: CLIPConfig) -> dict[str, Any]:
+        if config.vision_kind != "vit" or config.text_kind != "transformer":
+            raise ValueError(f"cannot export to CLIP: towers vision.kind={config.vision_kind!r},"
+                             f" text.kind={config.text_kind!r} (Hugging Face CLIP needs 'vit'"
+                             " and 'transformer')")
+        v, t = config.vision_config, config.text_config
+        require_export(v, VISION_LAYOUT, "CLIP")
+        if t.pool == "last" or (t.pool == "argmax") != (t.eos_token_id in (None, 2)):
+            raise ValueError(f"cannot export to CLIP: text.pool={t.pool!r} with eos_token_id="
+                             f"{t.eos_token_id} (CLIP pools 'argmax' iff eos_token_id is 2)")
+        shared = {"projection_dim": config.embed_dim}
+        text = {**fields_to_hf(TEXT_FIELDS, t, "CLIP"), "intermediate_size": t.inner_dim,
+                "eos_token_id": 2 if t.eos_token_id is None else t.eos_token_id, **shared}
+        vision = {**fields_to_hf(VISION_FIELDS, v, "CLIP"), "intermediate_size": v.inner_dim,
+                  **shared}
+        return {"architectures": ["CLIPModel"], "model_type": "clip",
+                **fields_to_hf(self.FIELDS, config, "CLIP"),
+                "text_config": text, "vision_config": vision}

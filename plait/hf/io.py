@@ -12,21 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
-from plait.checkpoint import atomic_write, atomic_write_text, read_model_config, read_safetensors
+from plait.checkpoint import read_model_config
+from plait.io import atomic_write_text, read_safetensors, write_safetensors
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
-
-# Hugging Face activation name -> plait activation (both tanh approximations are one formula)
-ACTS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
-        "relu": "relu", "silu": "silu", "swish": "silu", "quick_gelu": "quick_gelu"}
-ACTS_OUT = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu",
-            "quick_gelu": "quick_gelu"}
-
 
 def read_config(folder: str | Path) -> dict[str, Any]:
     return read_model_config(folder)
@@ -70,12 +63,6 @@ def write_folder(folder: str | Path, config: dict[str, Any], state: dict[str, Te
     """Write ``config.json`` and ``model.safetensors`` (atomically) as transformers expects."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    atomic_write(folder / SAFETENSORS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_safetensors(folder / SAFETENSORS, state)
     atomic_write_text(folder / "config.json", json.dumps(config, indent=2) + "\n")
 
-
-def require(cfg: dict[str, Any], field: str, ok: bool, allowed: str, where: str) -> None:
-    """Raise a one-line ValueError naming a config field plait cannot honour."""
-    if not ok:
-        raise ValueError(f"{where}: unsupported {field}={cfg.get(field)!r} ({allowed})")

@@ -1,7 +1,8 @@
 """One file per architecture: a config dataclass and an nn.Module wired from plait.nn.
 
-``REGISTRY`` maps the ``plait_model`` name stored in a folder's ``config.json`` to the
-(config class, model class) pair that rebuilds it. Add one line per architecture.
+``MODELS`` maps the ``plait_model`` name stored in a folder's ``config.json`` to the model class
+that rebuilds it; each model class names its config class as ``config_class``. Add one line per
+architecture.
 """
 
 from __future__ import annotations
@@ -14,22 +15,30 @@ from plait.models.clip import CLIP, CLIPConfig
 from plait.models.gpt import GPT, GPTConfig
 from plait.models.resnet import ResNet, ResNetConfig
 from plait.models.vit import ViT, ViTConfig
+from plait.registry import Registry
 
-REGISTRY: dict[str, tuple[type[Config], type[nn.Module]]] = {
-    "gpt": (GPTConfig, GPT),
-    "bert": (BertConfig, Bert),
-    "vit": (ViTConfig, ViT),
-    "clip": (CLIPConfig, CLIP),
-    "resnet": (ResNetConfig, ResNet),
-}
+MODELS = Registry("model architecture", {
+    "gpt": "plait.models.gpt:GPT",
+    "bert": "plait.models.bert:Bert",
+    "vit": "plait.models.vit:ViT",
+    "clip": "plait.models.clip:CLIP",
+    "resnet": "plait.models.resnet:ResNet",
+})
+
+
+def model_classes(arch: str) -> tuple[type[Config], type[nn.Module]]:
+    """(config class, model class) registered as ``arch``."""
+    model_cls = MODELS.get(arch)
+    return model_cls.config_class, model_cls
 
 
 def model_type_of(model: nn.Module) -> str:
-    for name, (_, cls) in REGISTRY.items():
-        if type(model) is cls:
+    """The ``MODELS`` name of ``model``'s class (what ``config.json`` records)."""
+    for name in MODELS:
+        if type(model) is MODELS.get(name):
             return name
-    raise ValueError(f"{type(model).__name__} is not in plait.models.REGISTRY")
+    raise ValueError(f"{type(model).__name__} is not in plait.models.MODELS")
 
 
-__all__ = ["CLIP", "GPT", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "REGISTRY",
-           "ResNet", "ResNetConfig", "ViT", "ViTConfig", "model_type_of"]
+__all__ = ["CLIP", "GPT", "MODELS", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "ResNet",
+           "ResNetConfig", "ViT", "ViTConfig", "model_classes", "model_type_of"]

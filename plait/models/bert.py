@@ -23,15 +23,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from plait.config import Config
-from plait.nn import AttnInputs, Learned, PostNormBlock, SelfAttention, Stack, make_attn_mask
-from plait.nn.layers import ACTIVATIONS, make_mlp, normal_init
+from plait.config import require_choice, require_positive
+from plait.models.base import TransformerConfig, build_stack
+from plait.nn import AttnInputs, Learned, PostNormBlock, make_attn_mask
+from plait.nn.layers import ACTIVATIONS, normal_init
 
 HeadKind = Literal["none", "mlm", "classify"]
 
 
 @dataclass(frozen=True)
-class BertConfig(Config):
+class BertConfig(TransformerConfig):
     """Hyperparameters of a BERT encoder (GPT-2-style names; HF names in comments)."""
 
     vocab_size: int = 30522
@@ -51,16 +52,9 @@ class BertConfig(Config):
     tie_embeddings: bool = True  # mlm decoder shares the word embedding
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_inner", "block_size",
-                     "type_vocab_size", "num_labels"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"BertConfig.n_embd ({self.n_embd}) must be divisible by n_head"
-                             f" ({self.n_head})")
-        if self.mlp not in ACTIVATIONS:
-            raise ValueError(f"BertConfig.mlp must be one of {', '.join(ACTIVATIONS)},"
-                             f" got {self.mlp!r}")
+        self.check_transformer(("vocab_size", "block_size", "type_vocab_size"))
+        require_positive(self, ("num_labels",))
+        require_choice(self, "mlp", ACTIVATIONS)  # the MLM head's transform uses it too
 
 
 class Pooler(nn.Module):
@@ -119,6 +113,8 @@ def make_head(c: BertConfig) -> nn.Module:
 class Bert(nn.Module):
     """``model(input_ids, attention_mask=None, token_type_ids=None) -> hidden (B, T, C)``."""
 
+    config_class = BertConfig
+
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = c = config
@@ -127,15 +123,7 @@ class Bert(nn.Module):
         self.wtt = nn.Embedding(c.type_vocab_size, c.n_embd)
         self.norm_emb = nn.LayerNorm(c.n_embd, eps=c.norm_eps)
         self.drop = nn.Dropout(c.dropout)
-        self.encoder = Stack([
-            PostNormBlock(
-                SelfAttention(c.n_embd, c.n_head, dropout=c.dropout),
-                make_mlp(c.mlp, c.n_embd, c.n_inner, dropout=c.dropout),
-                nn.LayerNorm(c.n_embd, eps=c.norm_eps),
-                nn.LayerNorm(c.n_embd, eps=c.norm_eps),
-            )
-            for _ in range(c.n_layer)
-        ])
+        self.encoder = build_stack(c, block=PostNormBlock, final_norm=False)
         # masked-LM checkpoints have no pooler: their pooled vector is the plain [CLS] state
         self.pooler = Pooler(c.n_embd) if c.head != "mlm" else ClsToken()
         self.head = make_head(c)

@@ -6,6 +6,12 @@
 The towers are modules chosen by name in :data:`VISION_TOWERS` / :data:`TEXT_TOWERS`, so an image
 tower can be a ViT or a ResNet and a text tower CLIP's causal Transformer or a BERT. A tower
 needs one method: ``pooled(x, ...)`` -> (B, width) (a tower without it is called directly).
+
+``model(pixel_values, input_ids, attention_mask)`` returns what it computes: the two projected
+embeddings and the log-temperature (:class:`ClipFeatures`). The contrastive loss
+(:class:`plait.training.losses.ClipLoss`) or ``model.logits`` (Hugging Face's
+``logits_per_image`` / ``logits_per_text``) turns them into scores.
+
 In a TOML recipe a tower is a table naming its ``kind`` beside that tower's own config keys::
 
     [model.vision]                    [model.text]
@@ -16,10 +22,9 @@ In a TOML recipe a tower is a table naming its ``kind`` beside that tower's own 
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -27,12 +32,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plait.config import Config, ConfigError
-from plait.nn import AttnInputs, Learned, PreNormBlock, SelfAttention, Stack, make_attn_mask
-from plait.nn.layers import ACTIVATIONS, make_mlp
+from plait.models.base import TransformerConfig, build_stack
+from plait.nn import AttnInputs, Learned, make_attn_mask
+from plait.registry import Registry
 
 
 @dataclass(frozen=True)
-class TextConfig(Config):
+class TextConfig(TransformerConfig):
     """CLIP's text Transformer: causal, learned positions, pooled at one token."""
 
     vocab_size: int = 49408
@@ -51,15 +57,7 @@ class TextConfig(Config):
     eos_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "block_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TextConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"TextConfig.n_embd ({self.n_embd}) must be divisible by n_head"
-                             f" ({self.n_head})")
-        if self.mlp not in ACTIVATIONS:
-            raise ValueError(f"TextConfig.mlp must be one of {', '.join(ACTIVATIONS)},"
-                             f" got {self.mlp!r}")
+        self.check_transformer(("vocab_size", "block_size"))
         if self.pool == "eos" and self.eos_token_id is None:
             raise ValueError("TextConfig.pool='eos' needs eos_token_id")
 
@@ -67,21 +65,15 @@ class TextConfig(Config):
 class TextTransformer(nn.Module):
     """``model(input_ids, attention_mask=None) -> hidden (B, T, C)`` after the final LayerNorm."""
 
+    config_class = TextConfig
+
     def __init__(self, config: TextConfig):
         super().__init__()
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.pos = Learned(c.block_size, c.n_embd)
         self.drop = nn.Dropout(c.dropout)
-        self.encoder = Stack([
-            PreNormBlock(
-                SelfAttention(c.n_embd, c.n_head, dropout=c.dropout),
-                make_mlp(c.mlp, c.n_embd, c.n_inner or 4 * c.n_embd, dropout=c.dropout),
-                nn.LayerNorm(c.n_embd, eps=c.norm_eps),
-                nn.LayerNorm(c.n_embd, eps=c.norm_eps),
-            )
-            for _ in range(c.n_layer)
-        ], final_norm=nn.LayerNorm(c.n_embd, eps=c.norm_eps))
+        self.encoder = build_stack(c)
         for m in self.modules():
             if isinstance(m, nn.Linear | nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
@@ -116,27 +108,27 @@ class TextTransformer(nn.Module):
         return self(input_ids, attention_mask, self.pool_index(input_ids, attention_mask))[:, 0]
 
 
-# tower kind -> (module, config class name, model class name); imported when first used
-VISION_TOWERS: dict[str, tuple[str, str, str]] = {
-    "vit": ("plait.models.vit", "ViTConfig", "ViT"),
-    "resnet": ("plait.models.resnet", "ResNetConfig", "ResNet"),
-}
-TEXT_TOWERS: dict[str, tuple[str, str, str]] = {
-    "transformer": ("plait.models.clip", "TextConfig", "TextTransformer"),
-    "bert": ("plait.models.bert", "BertConfig", "Bert"),
-}
+# a tower's ``kind`` -> its model class (whose ``config_class`` reads the rest of the table)
+VISION_TOWERS = Registry("vision tower", {
+    "vit": "plait.models.vit:ViT",
+    "resnet": "plait.models.resnet:ResNet",
+})
+TEXT_TOWERS = Registry("text tower", {
+    "transformer": "plait.models.clip:TextTransformer",
+    "bert": "plait.models.bert:Bert",
+})
 
 
-def tower_classes(registry: dict[str, tuple[str, str, str]], kind: str,
+def tower_classes(registry: Registry, kind: str,
                   where: str) -> tuple[type[Config], type[nn.Module]]:
-    if kind not in registry:
-        raise ValueError(f"unknown {where}.kind {kind!r} (known: {', '.join(registry)})")
-    module, config_name, model_name = registry[kind]
-    mod = importlib.import_module(module)
-    return getattr(mod, config_name), getattr(mod, model_name)
+    try:
+        model_cls = registry.get(kind)
+    except ValueError:
+        raise ValueError(f"unknown {where}.kind {kind!r} (known: {', '.join(registry)})") from None
+    return model_cls.config_class, model_cls
 
 
-def tower_config(registry: dict[str, tuple[str, str, str]], table: dict[str, Any],
+def tower_config(registry: Registry, table: dict[str, Any],
                  default_kind: str, where: str) -> Config:
     """A tower's typed config from its table (``kind`` + that tower's keys)."""
     table = dict(table)
@@ -190,8 +182,18 @@ class CLIPConfig(Config):
         return tower_config(TEXT_TOWERS, self.text, "transformer", "text")
 
 
+class ClipFeatures(NamedTuple):
+    """What ``CLIP.forward`` computes (open_clip returns the same three)."""
+
+    image_embeds: Tensor  # (B_img, D) projected, unnormalised
+    text_embeds: Tensor  # (B_txt, D) projected, unnormalised
+    logit_scale: Tensor  # () the learned log-temperature t; scores are exp(t) * cosines
+
+
 class CLIP(nn.Module):
-    """``encode_image(pixels)``, ``encode_text(ids, mask)`` -> (B, D); ``forward`` -> logits."""
+    """``model(pixels, ids, mask)`` -> :class:`ClipFeatures`; ``logits(...)`` -> scores."""
+
+    config_class = CLIPConfig
 
     def __init__(self, config: CLIPConfig):
         super().__init__()
@@ -216,9 +218,17 @@ class CLIP(nn.Module):
         return self.text_proj(self.text.pooled(input_ids, attention_mask))
 
     def forward(self, pixel_values: Tensor, input_ids: Tensor,
-                attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(logits_per_image (B_img, B_txt), logits_per_text (B_txt, B_img))."""
-        img = F.normalize(self.encode_image(pixel_values), dim=-1)
-        txt = F.normalize(self.encode_text(input_ids, attention_mask), dim=-1)
+                attention_mask: Tensor | None = None) -> ClipFeatures:
+        """Both towers' embeddings and the log-temperature: what contrastive training needs,
+        through one call (so that DDP sees every parameter's work)."""
+        return ClipFeatures(self.encode_image(pixel_values),
+                            self.encode_text(input_ids, attention_mask), self.logit_scale)
+
+    def logits(self, pixel_values: Tensor, input_ids: Tensor,
+               attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(logits_per_image (B_img, B_txt), logits_per_text (B_txt, B_img)): scaled cosines,
+        as Hugging Face's ``CLIPModel`` returns them."""
+        img, txt, _ = self(pixel_values, input_ids, attention_mask)
+        img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         logits_per_text = self.logit_scale.exp() * txt @ img.t()
         return logits_per_text.t(), logits_per_text

@@ -66,6 +66,8 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """``model(pixels (B, 3, H, W)) -> (B, C)`` pooled features, or (B, num_classes) logits."""
 
+    config_class = ResNetConfig
+
     def __init__(self, config: ResNetConfig):
         super().__init__()
         self.config = c = config

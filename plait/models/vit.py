@@ -21,13 +21,13 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from plait.config import Config
-from plait.nn import AttnInputs, PreNormBlock, SelfAttention, Stack
-from plait.nn.layers import ACTIVATIONS, make_mlp
+from plait.config import require_positive
+from plait.models.base import TransformerConfig, build_stack
+from plait.nn import AttnInputs, sincos_2d
 
 
 @dataclass(frozen=True)
-class ViTConfig(Config):
+class ViTConfig(TransformerConfig):
     """Hyperparameters of a Vision Transformer."""
 
     image_size: int = 224
@@ -49,19 +49,11 @@ class ViTConfig(Config):
     num_labels: int = 1000  # classify head only
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "num_channels", "n_layer", "n_head", "n_embd",
-                     "num_labels"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ViTConfig.{name} must be positive, got {getattr(self, name)}")
+        self.check_transformer()
+        require_positive(self, ("image_size", "patch_size", "num_channels", "num_labels"))
         if self.image_size % self.patch_size:
             raise ValueError(f"ViTConfig.image_size ({self.image_size}) must be a multiple of"
                              f" patch_size ({self.patch_size})")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"ViTConfig.n_embd ({self.n_embd}) must be divisible by n_head"
-                             f" ({self.n_head})")
-        if self.mlp not in ACTIVATIONS:
-            raise ValueError(f"ViTConfig.mlp must be one of {', '.join(ACTIVATIONS)},"
-                             f" got {self.mlp!r}")
         if self.pos_embedding == "sincos2d" and self.n_embd % 4:
             raise ValueError(f"sincos2d positions need n_embd divisible by 4, got {self.n_embd}")
 
@@ -74,16 +66,10 @@ class ViTConfig(Config):
         return self.grid**2 + (self.pooling == "cls")
 
 
-def sincos_2d(grid: int, dim: int, base: float = 10000.0) -> Tensor:
-    """Fixed positions (grid*grid, dim): sin/cos of the column, then sin/cos of the row."""
-    omega = base ** (-torch.arange(dim // 4, dtype=torch.float32) / (dim // 4 - 1 or 1))
-    y, x = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    ay, ax = y.flatten()[:, None] * omega, x.flatten()[:, None] * omega  # (N, dim/4)
-    return torch.cat((ax.sin(), ax.cos(), ay.sin(), ay.cos()), dim=1)
-
-
 class ViT(nn.Module):
     """``model(pixel_values) -> hidden states (B, 1 + N, C)``; ``model.pooled(...) -> (B, C)``."""
+
+    config_class = ViTConfig
 
     def __init__(self, config: ViTConfig):
         super().__init__()
@@ -100,24 +86,9 @@ class ViT(nn.Module):
             self.register_buffer("pos", table[None], persistent=False)
         self.drop = nn.Dropout(c.dropout)
         self.norm_pre = nn.LayerNorm(c.n_embd, eps=c.norm_eps) if c.pre_norm else nn.Identity()
-        self.encoder = Stack(
-            [self._block(c) for _ in range(c.n_layer)],
-            final_norm=nn.LayerNorm(c.n_embd, eps=c.norm_eps),
-        )
+        self.encoder = build_stack(c, qkv_bias=c.qkv_bias)
         self.head = make_head(c)
         self._init_weights()
-
-    @staticmethod
-    def _block(c: ViTConfig) -> PreNormBlock:
-        attn = SelfAttention(c.n_embd, c.n_head, dropout=c.dropout)
-        if not c.qkv_bias:  # the output projection keeps its bias (ViT, CLIP checkpoints)
-            attn.qkv = nn.Linear(c.n_embd, 3 * c.n_embd, bias=False)
-        return PreNormBlock(
-            attn,
-            make_mlp(c.mlp, c.n_embd, c.n_inner or 4 * c.n_embd, dropout=c.dropout),
-            nn.LayerNorm(c.n_embd, eps=c.norm_eps),
-            nn.LayerNorm(c.n_embd, eps=c.norm_eps),
-        )
 
     def _init_weights(self) -> None:
         for m in self.modules():

@@ -30,6 +30,7 @@ from plait.nn.positions import (
     Rotary,
     Sinusoidal,
     apply_rope,
+    sincos_2d,
 )
 
 __all__ = [
@@ -37,5 +38,5 @@ __all__ = [
     "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
     "dropout_layer", "gemv_layout",
-    "make_attn_mask", "make_mlp", "make_norm", "normal_init",
+    "make_attn_mask", "make_mlp", "make_norm", "normal_init", "sincos_2d",
 ]

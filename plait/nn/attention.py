@@ -190,12 +190,18 @@ class Attention(nn.Module):
 
 
 class SelfAttention(Attention):
-    """Self-attention with a fused qkv projection and an optional KV cache."""
+    """Self-attention with a fused qkv projection and an optional KV cache.
+
+    ``bias`` switches the biases of both projections; ``qkv_bias`` (default: ``bias``) the fused
+    query/key/value one alone (ViT and CLIP checkpoints without qkv bias keep the output one).
+    """
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
-                 head_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
+                 head_dim: int | None = None, bias: bool = True, dropout: float = 0.0,
+                 qkv_bias: bool | None = None):
         super().__init__(n_embd, n_head, n_kv_head, head_dim, bias, dropout)
-        self.qkv = Linear(n_embd, (n_head + 2 * self.n_kv_head) * self.head_dim, bias=bias)
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.qkv = Linear(n_embd, (n_head + 2 * self.n_kv_head) * self.head_dim, bias=qkv_bias)
         self.kv_cache: KVCache | None = None
 
     def forward(self, x: Tensor, ctx: AttnInputs) -> Tensor:
@@ -218,10 +224,11 @@ class SelfAttention(Attention):
 
 
 class CrossAttention(Attention):
-    """Queries from x, keys/values from an encoder's output ``memory``.
+    """Queries from x (B, T, C), keys and values from an encoder's output ``memory`` (B, S, C_mem).
 
-    With ``cache_memory`` on (set by the model while generating) the projected K/V of the
-    memory are computed on the first call and reused on every later step.
+    While generating (``cache_memory`` on, set by ``Stack.setup_cache``), the memory's keys,
+    values and padding mask are computed once, when the prefill passes the memory, and every
+    later step passes ``memory=None`` and reuses them; ``reorder`` follows beam search.
     """
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
@@ -230,23 +237,33 @@ class CrossAttention(Attention):
         self.q = Linear(n_embd, n_head * self.head_dim, bias=bias)
         self.kv = Linear(memory_dim or n_embd, 2 * self.n_kv_head * self.head_dim, bias=bias)
         self.cache_memory = False
-        self._memory_kv: tuple[Tensor, Tensor] | None = None
+        self._memory: tuple[Tensor, Tensor, Tensor | None] | None = None  # k, v, mask
 
-    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor | None = None) -> Tensor:
-        """memory (B, S, C_mem); memory_mask (B, S) with 1 for real positions."""
-        if self._memory_kv is None or not self.cache_memory:
-            k, v = self.kv(memory).chunk(2, dim=-1)
-            kv = (self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head))
+    def forward(self, x: Tensor, memory: Tensor | None,
+                memory_mask: Tensor | None = None) -> Tensor:
+        """x (B, T, C); memory (B, S, C_mem), or None to reuse the cached one; memory_mask (B, S)
+        with 1 for real positions, 0 for padding."""
+        if memory is not None:
+            k, v = self.kv(memory).chunk(2, dim=-1)  # (B, S, nkv * hs) each
+            k, v = self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
+            if memory_mask is not None and bool(memory_mask.all()):
+                memory_mask = None
+            mask, _ = make_attn_mask(1, k.shape[2], causal=False, key_padding=memory_mask)
             if self.cache_memory:
-                self._memory_kv = kv
+                self._memory = (k, v, mask)
+        elif self._memory is not None:
+            k, v, mask = self._memory
         else:
-            kv = self._memory_kv
-        mask, _ = make_attn_mask(x.shape[1], kv[0].shape[2], causal=False, key_padding=memory_mask)
-        return self.attend(self._heads(self.q(x), self.n_head), *kv, mask, False)
+            raise ValueError("cross-attention needs the encoder output: pass memory (the"
+                             " prefill does), or set up the cache and prefill first")
+        # mask is (B, 1, 1, S) key padding: the same row for every query
+        return self.attend(self._heads(self.q(x), self.n_head), k, v, mask, False)
 
     def reorder(self, index: Tensor) -> None:
-        if self._memory_kv is not None:
-            self._memory_kv = tuple(t.index_select(0, index) for t in self._memory_kv)
+        if self._memory is not None:
+            k, v, mask = self._memory
+            self._memory = (k.index_select(0, index), v.index_select(0, index),
+                            None if mask is None else mask.index_select(0, index))
 
     def clear(self) -> None:
-        self._memory_kv = None
+        self._memory = None

@@ -7,7 +7,8 @@ answers inject it in three different places, and each encoding here fills exactl
 - ``rotary(pos)``  rotates queries and keys before the dot product (RoPE)
 - ``bias(q, k)``   adds a per-head bias to the attention scores   (ALiBi, relative)
 
-The model calls all three; an encoding answers ``None`` where it has nothing to say, so no model
+(``sincos_2d`` gives ViT's fixed 2-D table for a grid of patches.) The model calls all three; an
+encoding answers ``None`` where it has nothing to say, so no model
 code branches on which encoding it uses. Positions are integer tensors ``(B, T)`` so left padding
 (positions counted from each row's first real token) works the same for every encoding.
 
@@ -39,6 +40,18 @@ class PositionEncoding(nn.Module):
     def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
         """(B, Tq), (B, Tk) positions -> (B, nh, Tq, Tk) additive attention-score bias."""
         return None
+
+
+def sincos_2d(grid: int, dim: int, base: float = 10000.0) -> Tensor:
+    """Fixed 2-D positions for a grid x grid of image patches, (grid * grid, dim), row-major:
+    sin and cos of the column, then sin and cos of the row, each over dim/4 frequencies
+    (Beyer et al. 2022, "Better plain ViT baselines", arXiv:2205.01580)."""
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos positions need a width divisible by 4, got {dim}")
+    omega = base ** (-torch.arange(dim // 4, dtype=torch.float32) / (dim // 4 - 1 or 1))
+    y, x = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    ay, ax = y.flatten()[:, None] * omega, x.flatten()[:, None] * omega  # (N, dim/4)
+    return torch.cat((ax.sin(), ax.cos(), ay.sin(), ay.cos()), dim=1)
 
 
 class NoPositions(PositionEncoding):

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from tokenizers import Tokenizer as RustTokenizer
 
-from plait.checkpoint import atomic_write_text
+from plait.io import atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from plait.checkpoint import atomic_write_text
+from plait.io import atomic_write_text
 from plait.text.base import TOKENIZER_FILE
 
 CHAR_TYPE = "plait-char"

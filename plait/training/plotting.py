@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from plait.checkpoint import atomic_write_text
+from plait.io import atomic_write_text
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"

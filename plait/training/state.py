@@ -8,7 +8,7 @@
     trainer_state.pt                 optimizer state, step, early-stopping state and every RNG
                                      state (torch CPU/CUDA, python, numpy), one per rank
 
-Each file is written to a temporary name, fsynced and renamed (``plait.checkpoint.atomic_write``),
+Each file is written to a temporary name, fsynced and renamed (``plait.io.atomic_write``),
 so a crash during a save leaves every file either old or new, never half written. The weights
 carry their step in the safetensors metadata and the trainer state records the same step, so a
 crash *between* two files is detected on resume instead of silently mixing steps.
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from plait.checkpoint import WEIGHTS_NAME, atomic_write, read_safetensors_metadata, save_model
+from plait.checkpoint import WEIGHTS_NAME, save_model
+from plait.io import atomic_write, read_safetensors_metadata
 
 STATE_NAME = "trainer_state.pt"
 RECIPE_NAME = "recipe.json"

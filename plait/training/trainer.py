@@ -7,12 +7,13 @@ Each optimizer step (``Trainer.train_step``):
         loss.backward()                        # DDP all-reduces grads on the last micro-step
     clip_grad_norm_(grad_clip); lr = lr_at(step); AdamW.step(); zero_grad(set_to_none=True)
 
-AdamW (Loshchilov & Hutter 2019, arXiv:1711.05101) decays only 2-D weights (matmuls and
-embeddings), not biases or norm gains. Around the step, ``Trainer.fit`` logs loss, tokens/s and
-ETA every ``log_interval`` steps to a tqdm bar and ``metrics.jsonl``, evaluates every
-``eval_interval`` steps (early stopping after ``patience`` evals without improvement), saves a
-resumable checkpoint every ``save_interval`` steps, and at the end evaluates the *whole*
-validation split, prints ``val loss X.XX``, saves, and plots the loss curve.
+The task's ``param_groups`` give AdamW its groups (weight decay on 2-D weights only, per-part
+peak rates, frozen parts left out; :mod:`plait.training.optim`). Around the step,
+``Trainer.fit`` logs loss, items/s and ETA every ``log_interval`` steps to a progress bar and
+``metrics.jsonl``, evaluates every ``eval_interval`` steps (early stopping after ``patience``
+evals without a better loss), saves a resumable checkpoint every ``save_interval`` steps, and at
+the end evaluates the *whole* validation split, prints ``val loss X.XX`` and every other metric
+the task returned (with the task's units), saves, and plots the loss curve.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
-from plait.checkpoint import WEIGHTS_NAME, atomic_write_text, load_weights_into, read_safetensors
+from plait.checkpoint import WEIGHTS_NAME, load_weights_into
+from plait.io import atomic_write_text, read_safetensors
+from plait.loading import load
+from plait.models import model_classes
+from plait.progress import progress
 from plait.training import distributed
+from plait.training.optim import make_optimizer, set_lrs
 from plait.training.plotting import METRICS_NAME, PLOT_NAME, MetricsLog, plot_losses
-from plait.training.recipe import Recipe, TrainConfig
-from plait.training.schedule import lr_at
+from plait.training.recipe import Recipe
 from plait.training.state import (
     RECIPE_NAME,
     copy_file,
@@ -57,14 +61,10 @@ def seed_everything(seed: int) -> None:
 
 def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
     """A fresh model from ``[model]``, or the ``init_from`` folder to fine-tune (``plait.load``)."""
-    from plait.checkpoint import load
-    from plait.models import REGISTRY
-
     if not recipe.train.init_from:
         config = task.model_config(recipe.model)
-        model = REGISTRY[recipe.arch][1](config)
-        if hasattr(task, "init_model"):  # a task may re-initialise a fresh model (ClipTask)
-            task.init_model(model)
+        model = model_classes(recipe.arch)[1](config)
+        task.init_model(model)
         return model.to(device)
     model = load(recipe.train.init_from, device=device).train()
     wanted = task.model_config(model.config)
@@ -73,17 +73,6 @@ def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
         raise ValueError(f"train.init_from {recipe.train.init_from} does not fit the data: the"
                          f" task needs {diff}")
     return model
-
-
-def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D tensors only (matmul weights, embeddings)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # one fused kernel for all parameters (CPU and CUDA since torch 2.4): on the 2-core CPU
-    # the Shakespeare step took 10-20 % less time than with the per-tensor loop
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, fused=fused)
 
 
 def autocast(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -112,7 +101,8 @@ class Trainer:
         seed_everything(t.seed)  # the same on every rank, so every replica starts identical
         self.task = get_task(recipe.task)(recipe.data, t, self.dist)
         self.model = build_model(recipe, self.task, self.device)
-        self.optimizer = make_optimizer(self.model, t, self.device)
+        self.optimizer = make_optimizer(self.task.param_groups(self.model), t, self.device)
+        self.lr = t.lr  # the scheduled rate at train.lr's peak (parts scale from their own)
         self.out = Path(t.out_dir)
         self.metrics = MetricsLog(self.out / METRICS_NAME, enabled=self.dist.is_main)
         self.state: dict[str, Any] = {"step": 0, "best_val": math.inf, "bad_evals": 0,
@@ -121,6 +111,8 @@ class Trainer:
             self._restore()
         else:
             self._start()
+        self._event({"event": "resume" if resume else "start", "step": self.state["step"],
+                     "task": recipe.task, "units": self.task.units, **self._parameters()})
         self.ddp = distributed.wrap(self.model, self.dist, self.device)
         self.net = torch.compile(self.ddp) if t.compile else self.ddp
 
@@ -146,6 +138,18 @@ class Trainer:
             seed_everything(self.t.seed + self.dist.rank + self.state["step"])
         self.metrics.truncate_after(self.state["step"])
 
+    def _parameters(self) -> dict[str, int]:
+        """Trainable and frozen parameter counts (printed when some are frozen)."""
+        params = list(self.model.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        frozen = sum(p.numel() for p in params if not p.requires_grad)
+        if self.dist.is_main and (frozen or self.t.part_lr):
+            parts = ", ".join(f"{k} at lr {v:g}" for k, v in self.t.part_lr.items())
+            print(f"parameters: {trainable:,} trainable, {frozen:,} frozen"
+                  + (f" ({', '.join(self.t.freeze)})" if frozen else "")
+                  + (f"; {parts}" if parts else ""), flush=True)
+        return {"trainable_params": trainable, "frozen_params": frozen}
+
     # -- one optimizer step ------------------------------------------------------------------
     def schedule_step(self, step: int, seconds: float) -> float:
         """Where the lr schedule stands: ``step``, or under a time budget (``max_minutes``) the
@@ -161,10 +165,7 @@ class Trainer:
 
         ``schedule_step``: the (fractional) step the lr schedule reads; default ``step``."""
         t, A = self.t, self.t.grad_accum
-        at = step if schedule_step is None else schedule_step
-        lr = lr_at(at, t.lr, t.min_lr, t.warmup_steps, t.max_steps, t.decay)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.lr = set_lrs(self.optimizer, step if schedule_step is None else schedule_step, t)
         total, items = torch.zeros((), device=self.device), 0
         for micro in range(A):
             batch = to_device(self.task.train_batch(step, micro), self.device)
@@ -187,8 +188,8 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train to ``max_steps`` (or early stop / time budget), then the whole-split eval."""
         t, s, main = self.t, self.state, self.dist.is_main
-        bar = tqdm(total=t.max_steps, initial=s["step"], disable=not (main and t.progress),
-                   unit="step", dynamic_ncols=True, leave=False)
+        bar = progress(total=t.max_steps, initial=s["step"], disable=not (main and t.progress),
+                       unit="step", desc="train")
         start = time.perf_counter() - s["seconds"]  # a resumed run continues the clock
         window = {"time": 0.0, "items": 0, "steps": 0, "train_time": 0.0}
         stop = ""
@@ -224,52 +225,66 @@ class Trainer:
             elapsed = distributed.broadcast_value(elapsed, self.dist, self.device)
         return elapsed
 
-    def _log_train(self, step: int, loss: torch.Tensor, w: dict[str, float], bar: tqdm) -> None:
+    def _log_train(self, step: int, loss: torch.Tensor, w: dict[str, float], bar: Any) -> None:
         loss_v = distributed.all_sum([float(loss)], self.dist, self.device)[0] / self.dist.world
         tok_s = w["items"] / max(w["time"], 1e-9)
         sec_per_step = w["train_time"] / max(w["steps"], 1)
         eta = (self.t.max_steps - step) * sec_per_step
-        lr = self.optimizer.param_groups[0]["lr"]
-        bar.set_postfix(loss=f"{loss_v:.4f}", tok_s=f"{tok_s:,.0f}")
-        self._event({"event": "train", "step": step, "loss": loss_v, "lr": lr,
+        bar.set_postfix(loss=f"{loss_v:.4f}", items_s=f"{tok_s:,.0f}")
+        self._event({"event": "train", "step": step, "loss": loss_v, "lr": self.lr,
                      "tok_per_s": round(tok_s, 1), "eta_s": round(eta, 1)})
         w["time"], w["items"] = 0.0, 0
 
-    def _evaluate(self, max_batches: int | None) -> float:
+    def _evaluate(self, max_batches: int | None) -> dict[str, float]:
         self.model.eval()
         with torch.no_grad(), autocast(self.t.dtype, self.device):
             metrics = self.task.evaluate(self.net, self.device, max_batches)
         self.model.train()
-        return metrics["loss"]
+        if "loss" not in metrics:
+            raise ValueError(f"{type(self.task).__name__}.evaluate must return a 'loss' (early"
+                             f" stopping and the loss curve read it); it returned {list(metrics)}")
+        return {k: float(v) for k, v in metrics.items()}
 
-    def _periodic_eval(self, step: int, bar: tqdm) -> str:
+    def _describe(self, metrics: dict[str, float]) -> str:
+        """``t2i_r1 0.9080 recall, ...``: every metric but the loss, with its unit."""
+        return ", ".join(f"{k} {v:.4f}" + (f" {self.task.unit(k)}" if self.task.unit(k) else "")
+                         for k, v in metrics.items() if k != "loss")
+
+    def _periodic_eval(self, step: int, bar: Any) -> str:
         """Evaluate; update early stopping. Returns why to stop, or ""."""
         s = self.state
-        val = self._evaluate(self.t.eval_batches or None)
+        metrics = self._evaluate(self.t.eval_batches or None)
+        val = metrics["loss"]
         if val < s["best_val"]:
             s["best_val"], s["bad_evals"] = val, 0
         else:
             s["bad_evals"] += 1
-        self._event({"event": "eval", "step": step, "val_loss": val, "best_val": s["best_val"]})
+        self._event({"event": "eval", "step": step, **_prefixed(metrics),
+                     "best_val": s["best_val"]})
         if self.dist.is_main:
-            bar.write(f"step {step}: val loss {val:.4f} (best {s['best_val']:.4f})")
+            others = self._describe(metrics)
+            bar.write(f"step {step}: val loss {val:.4f} {self.task.unit('loss')} (best"
+                      f" {s['best_val']:.4f})" + (f"; {others}" if others else ""))
         if self.t.patience and s["bad_evals"] >= self.t.patience:
             return f"early stop: no better val loss in {self.t.patience} evals"
         return ""
 
     def _finish(self, stop: str, seconds: float) -> dict[str, float]:
-        val = self._evaluate(None)  # the whole validation split
-        step = self.state["step"]
-        self._event({"event": "final", "step": step, "val_loss": val, "train_s": seconds,
+        metrics = self._evaluate(None)  # the whole validation split
+        val, step = metrics["loss"], self.state["step"]
+        self._event({"event": "final", "step": step, **_prefixed(metrics), "train_s": seconds,
                      "stopped": stop or "max_steps"})
         self.save()
         if self.dist.is_main:
             plot_losses(self.metrics.read(), self.out / PLOT_NAME)
             if stop:
                 print(stop)
-            print(f"val loss {val:.2f} (whole val split, {val:.4f} nats/token) after {step}"
-                  f" steps in {seconds:.0f}s -> {self.out}")
-        return {"step": step, "val_loss": val, "train_s": seconds}
+            print(f"val loss {val:.2f} (whole val split, {val:.4f} {self.task.unit('loss')})"
+                  f" after {step} steps in {seconds:.0f}s -> {self.out}")
+            if len(metrics) > 1:
+                print(f"val {self._describe(metrics)}", flush=True)
+        return {"step": step, "val_loss": val, "train_s": seconds,
+                **{f"val_{k}": v for k, v in metrics.items() if k != "loss"}}
 
     def _event(self, event: dict[str, Any]) -> None:
         if not self.dist.is_main:
@@ -291,6 +306,11 @@ class Trainer:
             if src.is_file():
                 copy_file(src, self.out / src.name)
         atomic_write_text(self.out / RECIPE_NAME, json.dumps(self.recipe.to_dict(), indent=2))
+
+
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    """``{"loss": x, "t2i_r1": y}`` -> ``{"val_loss": x, "val_t2i_r1": y}`` for metrics.jsonl."""
+    return {f"val_{k}": v for k, v in metrics.items()}
 
 
 def train(recipe: Recipe, resume: bool = False,

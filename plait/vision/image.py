@@ -215,7 +215,7 @@ def write_preprocessor_config(folder: str | Path, config: ImageConfig) -> Path:
     """Write ``preprocessor_config.json`` as transformers' CLIPImageProcessor reads it."""
     import json
 
-    from plait.checkpoint import atomic_write_text
+    from plait.io import atomic_write_text
 
     raw = {"image_processor_type": "CLIPImageProcessor", "do_convert_rgb": True,
            "do_resize": True, "size": {"shortest_edge": config.size}, "resample": 3,

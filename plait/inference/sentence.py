@@ -68,43 +68,42 @@ def pool(hidden: Tensor, mask: Tensor, modes: list[str]) -> Tensor:
 
 
 class SentenceEncoder:
-    """``SentenceEncoder(folder).encode(texts) -> (N, D)`` float32 embeddings, in input order."""
+    """``SentenceEncoder.from_folder(dir).encode(texts) -> (N, D)`` float32, in input order."""
 
-    def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
-        from plait.checkpoint import load
+    def __init__(self, model: Any, tokenizer: Any, modes: list[str] | None = None,
+                 normalize: bool = False, max_length: int | None = None, lower: bool = False):
         from plait.models.bert import Bert
+
+        if not isinstance(model, Bert):
+            raise ValueError(f"sentence embeddings need a BERT encoder, got"
+                             f" {type(model).__name__}")
+        self.model, self.tokenizer = model, tokenizer
+        self.modes, self.normalize, self.lower = modes or ["mean"], normalize, lower
+        limit = model.config.block_size
+        self.max_length = min(max_length or limit, limit)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu"
+                    ) -> SentenceEncoder:
+        """A sentence-transformers folder, or a plain Hugging Face / plait BERT folder."""
+        from plait.loading import load
         from plait.text import load_tokenizer
 
         folder = Path(folder)
-        self.modes, self.normalize, st_cfg = ["mean"], False, {}
-        self.encoder_dir = folder  # older folders keep the Transformer in 0_Transformer/
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        modes, normalize, encoder_dir = ["mean"], False, folder
         if (folder / "modules.json").is_file():
-            self._read_modules(folder)
-        if (self.encoder_dir / "sentence_bert_config.json").is_file():
-            st_cfg = _json(self.encoder_dir / "sentence_bert_config.json")
-        self.model = load(self.encoder_dir, device=device)  # a Hugging Face or plait folder
-        if not isinstance(self.model, Bert):
-            raise ValueError(f"{self.encoder_dir}: sentence embeddings need a BERT encoder, got"
-                             f" {type(self.model).__name__}")
-        self.tokenizer = load_tokenizer(self.encoder_dir)
-        limit = self.model.config.block_size
-        self.max_length = min(st_cfg.get("max_seq_length") or limit, limit)
-        self.lower = bool(st_cfg.get("do_lower_case", False))
-
-    def _read_modules(self, folder: Path) -> None:
-        modules = _json(folder / "modules.json")
-        for mod in modules:
-            kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
-            if kind not in KNOWN_MODULES:
-                raise ValueError(f"{folder / 'modules.json'}: unsupported module"
-                                 f" {mod.get('type')!r} (plait runs {', '.join(KNOWN_MODULES)})")
-            if kind == "Transformer":
-                self.encoder_dir = folder / mod.get("path", "")
-            if kind == "Pooling":
-                cfg_path = folder / mod.get("path", "") / "config.json"
-                self.modes = pooling_modes(_json(cfg_path), cfg_path)
-            if kind == "Normalize":
-                self.normalize = True
+            modes, normalize, encoder_dir = _read_modules(folder)
+        st_cfg: dict[str, Any] = {}
+        if (encoder_dir / "sentence_bert_config.json").is_file():
+            st_cfg = _json(encoder_dir / "sentence_bert_config.json")
+        model = load(encoder_dir, device=device)  # a Hugging Face or plait folder
+        try:
+            return cls(model, load_tokenizer(encoder_dir), modes, normalize,
+                       st_cfg.get("max_seq_length"), bool(st_cfg.get("do_lower_case", False)))
+        except ValueError as e:
+            raise ValueError(f"{encoder_dir}: {e}") from None
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 32) -> Tensor:
@@ -120,3 +119,22 @@ class SentenceEncoder:
             out.append(F.normalize(emb, dim=-1) if self.normalize else emb)
         dim = len(self.modes) * self.model.config.n_embd
         return torch.cat(out).float().cpu() if out else torch.zeros(0, dim)
+
+
+def _read_modules(folder: Path) -> tuple[list[str], bool, Path]:
+    """(pooling modes, normalize?, the Transformer's folder) from ``modules.json``."""
+    modes, normalize, encoder_dir = ["mean"], False, folder
+    modules = _json(folder / "modules.json")
+    for mod in modules:
+        kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
+        if kind not in KNOWN_MODULES:
+            raise ValueError(f"{folder / 'modules.json'}: unsupported module"
+                             f" {mod.get('type')!r} (plait runs {', '.join(KNOWN_MODULES)})")
+        if kind == "Transformer":
+            encoder_dir = folder / mod.get("path", "")  # older folders: 0_Transformer/
+        if kind == "Pooling":
+            cfg_path = folder / mod.get("path", "") / "config.json"
+            modes = pooling_modes(_json(cfg_path), cfg_path)
+        if kind == "Normalize":
+            normalize = True
+    return modes, normalize, encoder_dir

@@ -1,39 +1,23 @@
-"""Symmetric InfoNCE, the CLIP loss, with features gathered across data-parallel ranks.
+"""Contrastive image-text training (CLIP) on the built-in captioned images: shapes or digits.
 
-With L2-normalised image features I (N, D), text features T (N, D) for N matching pairs and a
-learned temperature s = exp(t) (Radford et al. 2021, arXiv:2103.00020, Fig. 3; van den Oord
-et al. 2018, arXiv:1807.03748, Eq. 4):
-
-    L = ( CE(s * I T^T, arange(N)) + CE(s * T I^T, arange(N)) ) / 2
-
-Row i of ``s * I T^T`` scores image i against every text; its "class" is text i. CLIP clips s at
-100 (t <= ln 100) so the softmax cannot collapse onto one pair.
-
-Data parallel: each rank holds B of the N = W * B pairs. It gathers every rank's features with a
-DIFFERENTIABLE all-gather (``_GatherWithGrad``: its backward all-reduces the gradient and keeps
-this rank's slice, i.e. sums what every rank's loss sends back to it) and scores its own B rows
-against all N columns, labels offset by ``rank * B`` (open_clip's ``local_loss=True,
-gather_with_grad=True``). The mean over ranks of these local losses is L over the global batch,
-and DDP's gradient averaging gives exactly the one-process gradient: 2 processes == 1 process
-(tests/test_clip_train.py).
+Batches are ``{"pixel_values", "input_ids", "attention_mask"}`` of matching image-caption
+pairs; the loss is :class:`plait.training.losses.ClipLoss` over the global batch (rank and
+world size given to it explicitly); the evaluation reports held-out retrieval recall@K (shapes)
+or zero-shot accuracy (digits) beside the InfoNCE of a held-out gallery.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -42,78 +26,13 @@ from plait.data.digits import load_digits_split
 from plait.data.scenes import distinct_scenes, scenes
 from plait.nn.positions import Learned
 from plait.text.base import pad_batch
+from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
-from plait.training.recipe import TrainConfig
-from plait.training.tasks import Task
+from plait.training.losses import ClipLoss, infonce
+from plait.training.tasks import Batch, Task
 from plait.vision import ImageConfig, ImageProcessor, normalize, write_preprocessor_config
 
-MAX_LOGIT_SCALE = math.log(100.0)
 
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward hands each rank the SUM over ranks of its slice's gradient."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # (B, D) -> (W * B, D)
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # (W * B, D) -> (B, D)
-        # every rank's loss touched every slice: rank r's input gets all ranks' grads of slice r
-        grad = grad.contiguous()
-        dist.all_reduce(grad)
-        B = grad.shape[0] // dist.get_world_size()
-        return grad[dist.get_rank() * B:(dist.get_rank() + 1) * B]
-
-
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` (B, D) from every rank into (W * B, D), keeping the autograd graph."""
-    _, world_size = world()
-    return x if world_size == 1 else _GatherWithGrad.apply(x)
-
-
-def clip_logits(image_features: Tensor, text_features: Tensor,
-                logit_scale: Tensor) -> tuple[Tensor, Tensor]:
-    """Local rows vs global columns: (B, W*B) image->text and text->image logits."""
-    img = F.normalize(image_features, dim=-1)  # (B, D)
-    txt = F.normalize(text_features, dim=-1)  # (B, D)
-    all_img, all_txt = gather_with_grad(img), gather_with_grad(txt)  # (W*B, D)
-    s = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-    return s * img @ all_txt.T, s * txt @ all_img.T
-
-
-def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE over the (global) batch; pair i of this rank is global pair rank*B + i.
-
-    Args:
-        image_features, text_features: (B, D), not necessarily normalised; row i matches row i.
-        logit_scale: scalar log-temperature t (s = exp(t), clamped at 100).
-    """
-    if image_features.shape != text_features.shape:
-        raise ValueError(f"image features {tuple(image_features.shape)} and text features"
-                         f" {tuple(text_features.shape)} must have the same shape (B, D)")
-    rank, _ = world()
-    B = image_features.shape[0]
-    logits_i2t, logits_t2i = clip_logits(image_features, text_features, logit_scale)
-    labels = torch.arange(B, device=image_features.device) + rank * B  # (B,)
-    return infonce(logits_i2t, logits_t2i, labels)
-
-
-def infonce(logits_i2t: Tensor, logits_t2i: Tensor, labels: Tensor) -> Tensor:
-    """(CE(image rows) + CE(text rows)) / 2; ``labels[i]`` is row i's matching column."""
-    return (F.cross_entropy(logits_i2t, labels) + F.cross_entropy(logits_t2i, labels)) / 2
-
-
-# -- the CLIP task for plait.training.trainer ----------------------------------------------------
 @dataclass(frozen=True)
 class ClipData(Config):
     """``[data]`` for CLIP training on the built-in captioned images."""
@@ -143,35 +62,16 @@ def caption_tokenizer(captions: Iterable[str]):
     return WordPieceTokenizer.from_vocab(vocab)
 
 
-@contextlib.contextmanager
-def _forward_as(module: nn.Module, fn: Callable[..., Any]):
-    """Temporarily make ``fn`` the module's forward. DDP all-reduces gradients only for work
-    done inside ``ddp(...)``, so the two encoders must run through its ``__call__``."""
-    module.forward = fn
-    try:
-        yield
-    finally:
-        del module.forward
-
-
-def embed_pair(model: nn.Module, pixels: Tensor, ids: Tensor,
-               mask: Tensor) -> tuple[Tensor, Tensor]:
-    """(image features, text features) of a CLIP, DDP-wrapped or not."""
-    inner = unwrap(model)
-    pair = lambda p, i, m: (inner.encode_image(p), inner.encode_text(i, m))  # noqa: E731
-    if inner is model:
-        return pair(pixels, ids, mask)
-    with _forward_as(inner, pair):
-        return model(pixels, ids, mask)
-
-
 class ClipTask(Task):
     """Contrastive image-text training on shapes or digits; evaluates retrieval / zero-shot."""
 
     data_config = ClipData
+    units = {"loss": "nats/pair", "zero_shot_acc": "accuracy",
+             **{f"{d}_r{k}": "recall" for d in ("t2i", "i2t") for k in (1, 5, 10)}}
 
     def __init__(self, data: ClipData, train: TrainConfig, d: Dist):
         super().__init__(data, train, d)
+        self.criterion = ClipLoss(d.rank, d.world)
         if data.batch_size % d.world:
             raise ValueError(f"data.batch_size {data.batch_size} must divide evenly over"
                              f" {d.world} ranks")
@@ -198,12 +98,12 @@ class ClipTask(Task):
         return config.replace(text=text, vision=vision)
 
     def init_model(self, model: nn.Module) -> None:
-        """Called by the trainer on a freshly built model (not on resume or fine-tuning)."""
+        """Re-initialise a fresh model (``data.init = "fan_in"``, see :func:`fan_in_init`)."""
         if self.data.init == "fan_in":
             fan_in_init(model)
 
-    def train_batch(self, step: int, micro: int) -> tuple[Tensor, Tensor, Tensor]:
-        """This rank's rows of global batch (step, micro): (pixels, input_ids, attention_mask)."""
+    def train_batch(self, step: int, micro: int) -> Batch:
+        """This rank's rows of global batch (step, micro)."""
         rng = random.Random(f"clip/{self.train.seed}/{step}/{micro}")
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
         # draw the whole global batch (images, caption choice, crop seed), then keep our rows:
@@ -220,19 +120,18 @@ class ClipTask(Task):
         else:
             c = self.image_config
             pixels = normalize(self.uint8[picks].float() / 255.0, c.mean, c.std)
-        return (pixels, *pad_batch(rows, self.tokenizer.pad_token_id))
+        ids, mask = pad_batch(rows, self.tokenizer.pad_token_id)
+        return {"pixel_values": pixels, "input_ids": ids, "attention_mask": mask}
 
-    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        pixels, ids, mask = batch
-        img, txt = embed_pair(model, pixels, ids, mask)
-        return clip_loss(img, txt, unwrap(model).logit_scale)
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        return self.criterion(*model(**batch))  # image and text embeddings, log-temperature
 
     def evaluate(self, model: nn.Module, device: torch.device,
                  max_batches: int | None) -> dict[str, float]:
         """Retrieval (shapes) or zero-shot accuracy (digits), plus the InfoNCE of the held-out
         gallery with one caption per image. Every rank computes the same numbers."""
         from plait.evaluation.clip_eval import eval_digits, eval_shapes
-        from plait.evaluation.encoder import ClipEncoder
+        from plait.inference import ClipEncoder
 
         inner = unwrap(model)
         enc = ClipEncoder(inner, self.tokenizer, self.image_config)
@@ -247,12 +146,7 @@ class ClipTask(Task):
         s = enc.logit_scale
         labels = torch.arange(len(held))
         metrics["loss"] = infonce(s * img @ txt.T, s * txt @ img.T, labels).item()
-        if self.dist.is_main:
-            print("eval " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
         return metrics
-
-    def count(self, batch: tuple[Tensor, Tensor, Tensor]) -> int:
-        return len(batch[0])
 
     def files(self) -> list[Path]:
         return [Path(self.data.dir) / "tokenizer.json",

@@ -45,9 +45,11 @@ class ClipEncoder:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = "cpu") -> ClipEncoder:
-        from plait.checkpoint import load
+        from plait.loading import load
 
         folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
         model = load(folder, device=device)
         if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
             raise ValueError(f"{folder} holds a {type(model).__name__}, not a CLIP model"

@@ -1,0 +1,48 @@
+"""Using a trained model: the one place the CLI, the demo, evaluations and a server all call.
+
+- :class:`TextGenerator`: a language model and its tokenizer; ``generate(text)`` and
+  ``stream(text)`` with sampling, beams and stop strings.
+- :class:`ClipEncoder`: a CLIP with its tokenizer and image preprocessing; texts and images to
+  unit vectors in one space.
+- :class:`SentenceEncoder`: a sentence-transformers folder (or a BERT); texts to vectors.
+
+Each is built ``from_folder(dir, device)`` from a plait or a Hugging Face folder, and
+:func:`from_folder` picks the right one for what a folder holds. An object serves one caller at
+a time (a model's KV cache lives on its modules): :class:`TextGenerator` queues concurrent
+callers; a raw model given to ``plait.generation.generate`` twice at once refuses the second
+with ``ModelBusyError``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from plait.inference.clip import ClipEncoder
+from plait.inference.sentence import SentenceEncoder
+from plait.inference.text import StopText, TextGenerator
+
+
+def from_folder(folder: str | Path, device: str | torch.device = "cpu"
+                ) -> TextGenerator | ClipEncoder | SentenceEncoder:
+    """The inference object for what ``folder`` holds: a language model -> TextGenerator, a
+    CLIP -> ClipEncoder, a sentence-transformers folder or a BERT -> SentenceEncoder."""
+    from plait.checkpoint import MODEL_KEY, read_model_config
+
+    folder = Path(folder)
+    if (folder / "modules.json").is_file():
+        return SentenceEncoder.from_folder(folder, device)
+    cfg = read_model_config(folder)
+    kind = cfg.get(MODEL_KEY) or cfg.get("model_type")
+    if kind in ("gpt", "gpt2"):
+        return TextGenerator.from_folder(folder, device)
+    if kind == "clip":
+        return ClipEncoder.from_folder(folder, device)
+    if kind == "bert":
+        return SentenceEncoder.from_folder(folder, device)
+    raise ValueError(f"{folder}: nothing to serve for a {kind!r} model (plait serves language"
+                     " models, CLIP and sentence encoders)")
+
+
+__all__ = ["ClipEncoder", "SentenceEncoder", "StopText", "TextGenerator", "from_folder"]

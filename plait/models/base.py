@@ -1,0 +1,87 @@
+"""What every Transformer config and model here shares: the derived sizes, the checks, the stack.
+
+GPT, BERT, ViT and CLIP's text tower all name their sizes alike (``n_layer``, ``n_head``,
+``n_embd``, ``n_inner``, ``mlp``, ``norm_eps``, ``dropout``), validate them alike and build one
+:class:`plait.nn.Stack` of blocks from them; they differ only by the block kind (pre- or
+post-norm), the norm, the biases and whether blocks read a memory (cross-attention). So each of
+those lives here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from plait.config import (
+    Config,
+    require_choice,
+    require_divisible,
+    require_fraction,
+    require_positive,
+)
+from plait.nn import Block, CrossAttention, PreNormBlock, SelfAttention, Stack, make_mlp, make_norm
+from plait.nn.layers import ACTIVATIONS
+
+MLP_KINDS = ("swiglu", *ACTIVATIONS)
+
+
+class TransformerConfig(Config):
+    """Mixin for configs with ``n_layer, n_head, n_embd, n_inner, mlp, norm_eps, dropout``."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_inner: int | None
+    mlp: str
+    norm_eps: float
+    dropout: float
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def inner_dim(self) -> int:
+        """The MLP's hidden width: ``n_inner``, or 4 * ``n_embd`` when that is unset."""
+        return self.n_inner or 4 * self.n_embd
+
+    def check_transformer(self, positive: Iterable[str] = ()) -> None:
+        """The checks every stack needs, plus ``positive`` fields of the model's own."""
+        require_positive(self, ("n_layer", "n_head", "n_embd", *positive))
+        if self.n_inner is not None:
+            require_positive(self, ("n_inner",))
+        require_divisible(self, "n_embd", "n_head")
+        require_choice(self, "mlp", MLP_KINDS)
+        require_fraction(self, "dropout")
+
+
+def build_stack(c: TransformerConfig, *, block: type[Block] = PreNormBlock,
+                norm: str = "layernorm", final_norm: bool = True, bias: bool = True,
+                qkv_bias: bool | None = None, n_kv_head: int | None = None,
+                memory_dim: int | None = None) -> Stack:
+    """``c.n_layer`` blocks of self-attention (+ cross-attention over a memory of width
+    ``memory_dim``, when given) and an MLP, then a final norm (or none, for post-norm stacks).
+
+    Args:
+        block: PreNormBlock (GPT-2, ViT, CLIP) or PostNormBlock (the original Transformer, BERT).
+        norm: "layernorm" or "rmsnorm", for every norm in the stack.
+        bias: biases of every Linear and LayerNorm; ``qkv_bias`` overrides it for the fused
+            query/key/value projection alone.
+    """
+    def norm_layer():
+        return make_norm(norm, c.n_embd, c.norm_eps, bias)
+
+    def one_block() -> Block:
+        cross = None
+        if memory_dim is not None:
+            cross = CrossAttention(c.n_embd, c.n_head, n_kv_head, memory_dim=memory_dim,
+                                   bias=bias, dropout=c.dropout)
+        return block(
+            SelfAttention(c.n_embd, c.n_head, n_kv_head, bias=bias, qkv_bias=qkv_bias,
+                          dropout=c.dropout),
+            make_mlp(c.mlp, c.n_embd, c.inner_dim, bias, c.dropout),
+            norm_layer(), norm_layer(),
+            cross_attn=cross, norm_cross=norm_layer() if cross is not None else None,
+        )
+
+    return Stack([one_block() for _ in range(c.n_layer)],
+                 final_norm=norm_layer() if final_norm else None)
