@@ -30,14 +30,15 @@ class LineProgress:
 
     def __init__(self, iterable: Iterable[Any] | None = None, total: int | None = None,
                  desc: str = "", unit: str = "it", initial: int = 0, file: TextIO | None = None,
-                 disable: bool = False, interval: float = LINE_INTERVAL):
+                 disable: bool = False, interval: float | None = None):
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.total, self.desc, self.unit = total, desc, unit
         self.n = self.start_n = initial
         self.file = file or sys.stderr
-        self.disable, self.interval = disable, interval
+        self.disable = disable
+        self.interval = LINE_INTERVAL if interval is None else interval
         self.postfix = ""
         self.start = self.last = time.monotonic()
 
@@ -58,8 +59,8 @@ class LineProgress:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def write(self, message: str) -> None:
-        if not self.disable:
-            print(message, file=self.file, flush=True)
+        """Print a line to stdout (even when the bar is disabled), as ``tqdm.write`` does."""
+        print(message, flush=True)
 
     def close(self) -> None:
         if not self.disable and self.n > self.start_n and self.last != self.start:

@@ -37,6 +37,11 @@ class Registry:
             raise ValueError(f"{self.kind} {name!r}: target must be 'module:attr', got {target!r}")
         self._entries[name] = target
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plugin's or a test's entry); unknown names are an error."""
+        self.target(name)
+        del self._entries[name]
+
     def target(self, name: str) -> str:
         if name not in self._entries:
             raise ValueError(f"unknown {self.kind} {name!r} (known: {', '.join(self)})")

@@ -20,7 +20,7 @@ from plait.nn.layers import (
     make_norm,
     normal_init,
 )
-from plait.nn.linear import Linear, gemv_layout
+from plait.nn.linear import Linear, gemv_layout, row_major
 from plait.nn.positions import (
     ALiBi,
     Learned,
@@ -38,5 +38,5 @@ __all__ = [
     "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
     "dropout_layer", "gemv_layout",
-    "make_attn_mask", "make_mlp", "make_norm", "normal_init", "sincos_2d",
+    "make_attn_mask", "make_mlp", "make_norm", "normal_init", "row_major", "sincos_2d",
 ]

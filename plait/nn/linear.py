@@ -91,3 +91,17 @@ def gemv_layout(model: nn.Module) -> nn.Module:
         if isinstance(m, Linear):
             m.prepare_split(threads)
     return model
+
+
+def row_major(model: nn.Module) -> nn.Module:
+    """Undo :func:`gemv_layout`: every parameter contiguous (row-major) again, split views
+    dropped. The trainer calls it after an evaluation that may have generated, since an
+    optimizer's state keeps the layout its parameters had at the first step (a fused AdamW
+    given a column-major weight and a row-major moment updates the wrong elements)."""
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.split_weight = None
+    for p in model.parameters():
+        if not p.is_contiguous():
+            p.data = p.data.contiguous()
+    return model

@@ -35,6 +35,7 @@ from plait.checkpoint import WEIGHTS_NAME, load_weights_into
 from plait.io import atomic_write_text, read_safetensors
 from plait.loading import load
 from plait.models import model_classes
+from plait.nn import row_major
 from plait.progress import progress
 from plait.training import distributed
 from plait.training.optim import make_optimizer, set_lrs
@@ -239,6 +240,7 @@ class Trainer:
         self.model.eval()
         with torch.no_grad(), autocast(self.t.dtype, self.device):
             metrics = self.task.evaluate(self.net, self.device, max_batches)
+        row_major(self.model)  # an evaluation that generated may have changed weight layouts
         self.model.train()
         if "loss" not in metrics:
             raise ValueError(f"{type(self.task).__name__}.evaluate must return a 'loss' (early"
