@@ -72,8 +72,8 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 # The same activations written over their input. The hidden (B, T, 4C) buffer is a layer's
 # largest allocation, and fresh memory from the OS costs a page fault per 4 KiB. With the
-# in-place residuals of the blocks below, this took BERT-base from 74 000 page faults per
-# forward to 6 000, and 5-9 % off its time (BENCHMARKS.md, "Fewer allocations").
+# in-place residuals of the blocks below, this removes most of an encoder's page faults
+# (counts and times in BENCHMARKS.md, "Fewer allocations").
 _IN_PLACE: dict[type, Callable[[nn.Module, Tensor], Tensor]] = {
     nn.GELU: lambda m, h: torch.ops.aten.gelu_(h, approximate=m.approximate),
     nn.ReLU: lambda m, h: h.relu_(),

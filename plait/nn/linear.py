@@ -11,10 +11,9 @@ The product splits along the inner dimension instead:
 
 With W stored column-major ((in, out) memory, :func:`gemv_layout`), the S slices of W are S
 contiguous blocks, viewed without a copy as an (S, in/S, out) tensor. One batched matmul then
-hands each thread one block to stream, and a sum over S (S x out numbers) joins them. On a
-2-core EPYC this lifted GPT-2's GEMVs from 13-25 GB/s to 19-33 GB/s, against about 30 GB/s for a
-plain streaming sum (``python -m benchmarks.gemv``; BENCHMARKS.md). Only the order of the
-additions changes.
+hands each thread one block to stream, and a sum over S (S x out numbers) joins them. Only the
+order of the additions changes. The speeds, and the measurements behind the two thresholds
+below, are in BENCHMARKS.md ("Thread-split GEMVs"; ``python -m benchmarks.gemv``).
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-SPLIT_MAX_ROWS = 16  # measured: from 64 rows on, plain F.linear is as fast or faster
-SPLIT_MIN_WEIGHT = 1 << 17  # measured: a 4 x 128 GPT decodes faster unsplit, 6 x 256 split
+SPLIT_MAX_ROWS = 16  # more rows: plain F.linear is as fast (BENCHMARKS.md)
+SPLIT_MIN_WEIGHT = 1 << 17  # smaller weights: the split's fixed cost outweighs it (BENCHMARKS.md)
 
 
 def split_count(weight: Tensor, threads: int) -> int:
@@ -75,9 +74,9 @@ def gemv_layout(model: nn.Module) -> nn.Module:
 
     Column-major memory is what :class:`Linear` splits across threads (prepared here for the
     current ``torch.get_num_threads()``), and even MKL's single-thread GEMV streams widening
-    matrices faster from it: GPT-2's LM head (768 -> 50257) 1.6x and qkv (768 -> 2304) 1.4x.
-    A narrowing weight that will not be split (one thread, too small) stays row-major, where
-    MKL reads it faster (3072 -> 768: 20 against 15 GB/s). Only strides change: shapes, values,
+    matrices faster from it. A narrowing weight that will not be split (one thread, too small)
+    stays row-major, where MKL reads it faster (per-matrix speeds in BENCHMARKS.md's
+    "Thread-split GEMVs" table). Only strides change: shapes, values,
     state-dict keys and results stay the same, and ``load_state_dict`` copies into whatever
     layout a weight has. Idempotent.
     """

@@ -157,8 +157,8 @@ def fan_in_init(model: nn.Module) -> None:
     """PyTorch's default fan-in init for every Linear / Conv2d, unit-variance embeddings.
 
     The std=0.02 init of GPT-2 / HF CLIP suits widths of 512-768; at width 64 it starts every
-    signal several times too small, and a 3-minute CPU run stalls: on clip_shapes, recall@1
-    after 100 steps was 0.05 with the model's init and 0.52 with this one (docs/clip.md).
+    signal several times too small, and a 3-minute CPU run stalls (the recall measured with
+    each init is in docs/clip.md).
     """
     positions = {id(m.wpe) for m in model.modules() if isinstance(m, Learned)}  # keep small
     for m in model.modules():
