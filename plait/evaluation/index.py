@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
-from tqdm import tqdm
 
 from plait.inference import ClipEncoder
 from plait.io import atomic_write, atomic_write_text
+from plait.progress import progress as progress_bar
 from plait.vision import ImageError, open_image
 
 
@@ -43,12 +43,12 @@ def embed_files(enc: ClipEncoder, files: list[Path], batch_size: int = 64,
 
     Returns (N, D) float32 unit vectors and the N files they came from.
     """
-    warn = warn or (lambda msg: tqdm.write(f"warning: {msg}", file=sys.stderr))
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
     max_pixels = enc.processor.config.max_pixels
     kept: list[Path] = []
     chunks: list[torch.Tensor] = []
     batch: list[torch.Tensor] = []
-    for path in tqdm(files, desc="embedding", unit="img", disable=not progress, file=sys.stderr):
+    for path in progress_bar(files, desc="embedding", unit="img", disable=not progress):
         try:
             batch.append(enc.processor(open_image(path, max_pixels)))
         except ImageError as e:
