@@ -13,13 +13,15 @@ from typing import Any
 from torch import Tensor
 
 from plait.hf.family import (
-    ACTIVATIONS,
     Family,
     Field,
+    encoder_fields,
     fields_from_hf,
     fields_to_hf,
     label_maps,
     require,
+    with_prefix,
+    without_prefix,
 )
 from plait.hf.keymap import Rule, expand
 from plait.models.bert import Bert, BertConfig
@@ -73,15 +75,9 @@ class BertFamily(Family):
     model_class = Bert
     FIELDS = (
         Field("vocab_size", "vocab_size", 30522),
-        Field("num_hidden_layers", "n_layer", 12),
-        Field("num_attention_heads", "n_head", 12),
-        Field("hidden_size", "n_embd", 768),
-        Field("intermediate_size", "n_inner", 3072),
         Field("max_position_embeddings", "block_size", 512),
         Field("type_vocab_size", "type_vocab_size", 2),
-        Field("hidden_act", "mlp", "gelu", ACTIVATIONS),
-        Field("layer_norm_eps", "norm_eps", 1e-12),
-        Field("hidden_dropout_prob", "dropout", 0.1),
+        *encoder_fields(768, 12, 3072, "gelu", 1e-12, p=0.1),
         Field("classifier_dropout", "classifier_dropout", None),
         Field("tie_word_embeddings", "tie_embeddings", True),
     )
@@ -94,18 +90,13 @@ class BertFamily(Family):
 
     def normalize(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Prefix a bare BertModel's keys; rename TF-era LayerNorm ``gamma``/``beta``."""
-        bare = not any(k.startswith(PREFIX) for k in state)
-        out = {}
-        for k, v in state.items():
-            k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
-                                                                         "LayerNorm.bias")
-            out[PREFIX + k if bare else k] = v
-        return out
+        renamed = {k.replace("LayerNorm.gamma", "LayerNorm.weight")
+                   .replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in state.items()}
+        return with_prefix(renamed, PREFIX)
 
     def denormalize(self, state: dict[str, Tensor], hf_cfg: dict[str, Any]) -> dict[str, Tensor]:
-        if hf_cfg["architectures"] == ["BertModel"]:
-            return {k.removeprefix(PREFIX): v for k, v in state.items()}
-        return state
+        bare = hf_cfg["architectures"] == ["BertModel"]
+        return without_prefix(state, PREFIX) if bare else state
 
     def config_from_hf(self, cfg: dict[str, Any], where: str) -> BertConfig:
         """BertConfig from a BERT ``config.json``; unsupported values raise naming the field."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from plait.hf.family import (
-    ACTIVATIONS,
     Family,
     Field,
+    encoder_fields,
     fields_from_hf,
     fields_to_hf,
     require,
@@ -63,23 +63,14 @@ TOP = (
 
 
 
-def _tower(width: int, heads: int, inner: int) -> tuple[Field, ...]:
-    """The keys both towers' tables (``text_config``, ``vision_config``) share; defaults differ."""
-    return (
-        Field("num_hidden_layers", "n_layer", 12),
-        Field("hidden_size", "n_embd", width),
-        Field("num_attention_heads", "n_head", heads),
-        Field("intermediate_size", "n_inner", inner),
-        Field("hidden_act", "mlp", "quick_gelu", ACTIVATIONS),
-        Field("layer_norm_eps", "norm_eps", 1e-5),
-        Field("attention_dropout", "dropout", 0.0),
-    )
-
-
+# each tower's table in config.json (text_config, vision_config); CLIP keeps its dropout rate
+# under attention_dropout
 TEXT_FIELDS = (Field("vocab_size", "vocab_size", 49408),
-               Field("max_position_embeddings", "block_size", 77), *_tower(512, 8, 2048))
+               Field("max_position_embeddings", "block_size", 77),
+               *encoder_fields(512, 8, 2048, "quick_gelu", 1e-5, "attention_dropout"))
 VISION_FIELDS = (Field("image_size", "image_size", 224), Field("patch_size", "patch_size", 32),
-                 Field("num_channels", "num_channels", 3), *_tower(768, 12, 3072))
+                 Field("num_channels", "num_channels", 3),
+                 *encoder_fields(768, 12, 3072, "quick_gelu", 1e-5, "attention_dropout"))
 # what a CLIP vision tower is, in plait's ViT terms (fixed, not read from config.json)
 VISION_LAYOUT = {"pre_norm": True, "patch_bias": False, "pooling": "cls", "head": "none",
                  "pos_embedding": "learned", "qkv_bias": True}

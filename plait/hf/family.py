@@ -59,6 +59,34 @@ class Field:
     values: tuple[tuple[Any, Any], ...] = ()
 
 
+def encoder_fields(width: int, heads: int, inner: int, act: str, eps: float,
+                   dropout: str = "hidden_dropout_prob", p: float = 0.0) -> tuple[Field, ...]:
+    """The sizes BERT-style configs (BERT, ViT, CLIP's towers) name alike, with a family's
+    defaults; ``dropout`` is the key that holds the rate plait uses everywhere (default p)."""
+    return (
+        Field("num_hidden_layers", "n_layer", 12),
+        Field("num_attention_heads", "n_head", heads),
+        Field("hidden_size", "n_embd", width),
+        Field("intermediate_size", "n_inner", inner),
+        Field("hidden_act", "mlp", act, ACTIVATIONS),
+        Field("layer_norm_eps", "norm_eps", eps),
+        Field(dropout, "dropout", p),
+    )
+
+
+def with_prefix(state: dict[str, Tensor], prefix: str,
+                keep: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """A bare model's keys under ``prefix`` (``bert.``, ``vit.``), as its *For* classes save
+    them; keys in ``keep`` (heads outside the body) and already-prefixed states stay."""
+    if any(k.startswith(prefix) for k in state):
+        return state
+    return {k if k in keep else prefix + k: v for k, v in state.items()}
+
+
+def without_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state.items()}
+
+
 def fields_from_hf(fields: Iterable[Field], cfg: dict[str, Any], where: str) -> dict[str, Any]:
     """plait config fields from a ``config.json`` dict; an unknown value raises naming its key."""
     out = {}

@@ -22,6 +22,7 @@ from plait.hf.family import (
     fields_to_hf,
     require,
     require_export,
+    with_prefix,
 )
 from plait.hf.keymap import Rule, expand
 from plait.models.gpt import GPT, GPTConfig
@@ -86,9 +87,7 @@ class GPT2(Family):
 
     def normalize(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Give a bare GPT2Model checkpoint the GPT2LMHeadModel names the rules use."""
-        if any(k.startswith(PREFIX) for k in state):
-            return state
-        return {k if k == "lm_head.weight" else PREFIX + k: v for k, v in state.items()}
+        return with_prefix(state, PREFIX, keep=("lm_head.weight",))
 
     def config_from_hf(self, cfg: dict[str, Any], where: str) -> GPTConfig:
         """GPTConfig from a GPT-2 ``config.json``; unsupported values raise naming the field."""

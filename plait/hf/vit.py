@@ -11,14 +11,16 @@ from typing import Any
 from torch import Tensor
 
 from plait.hf.family import (
-    ACTIVATIONS,
     Family,
     Field,
+    encoder_fields,
     fields_from_hf,
     fields_to_hf,
     label_maps,
     require,
     require_export,
+    with_prefix,
+    without_prefix,
 )
 from plait.hf.keymap import Rule
 from plait.models.vit import ViT, ViTConfig
@@ -73,26 +75,17 @@ class ViTFamily(Family):
     model_class = ViT
     FIELDS = (
         Field("num_channels", "num_channels", 3),
-        Field("num_hidden_layers", "n_layer", 12),
-        Field("num_attention_heads", "n_head", 12),
-        Field("hidden_size", "n_embd", 768),
-        Field("intermediate_size", "n_inner", 3072),
-        Field("layer_norm_eps", "norm_eps", 1e-12),
-        Field("hidden_act", "mlp", "gelu", ACTIVATIONS),
         Field("qkv_bias", "qkv_bias", True),
-        Field("hidden_dropout_prob", "dropout", 0.0),
+        *encoder_fields(768, 12, 3072, "gelu", 1e-12),
     )
     RULES = RULES
 
     def normalize(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        if any(k.startswith(PREFIX) for k in state):
-            return state
-        return {PREFIX + k: v for k, v in state.items()}
+        return with_prefix(state, PREFIX)
 
     def denormalize(self, state: dict[str, Tensor], hf_cfg: dict[str, Any]) -> dict[str, Tensor]:
-        if hf_cfg["architectures"] == ["ViTModel"]:
-            return {k.removeprefix(PREFIX): v for k, v in state.items()}
-        return state
+        bare = hf_cfg["architectures"] == ["ViTModel"]
+        return without_prefix(state, PREFIX) if bare else state
 
     def adjust(self, config: ViTConfig, state: dict[str, Tensor]) -> ViTConfig:
         """A ViTModel saved with ``add_pooling_layer=False`` has no pooler: no head then."""

@@ -16,29 +16,19 @@ normalizer stored in a BERT ``tokenizer.json``, as in transformers 5).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as RustTokenizer
 from tokenizers import pre_tokenizers
 
+from plait.io import read_json
 from plait.text.base import TOKENIZER_FILE, Tokenizer
 from plait.text.bpe import EOS_TOKEN, BPETokenizer
 from plait.text.char import CHAR_TYPE, CharTokenizer
 from plait.text.wordpiece import SPECIALS, WordPieceTokenizer, cls_sep_template
 
 HF_FILES = "tokenizer.json, vocab.json + merges.txt (GPT-2) or vocab.txt (BERT)"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"corrupt tokenizer file {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"corrupt tokenizer file {path}: expected a JSON object")
-    return data
 
 
 def _token(value: Any) -> str | None:
@@ -51,7 +41,7 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (folder / name).is_file():
-            config.update(_read_json(folder / name))
+            config.update(read_json(folder / name))
     return config
 
 
@@ -60,7 +50,7 @@ def _specials(config: dict[str, Any], defaults: dict[str, str]) -> dict[str, str
 
 
 def _from_tokenizer_json(path: Path, config: dict[str, Any]) -> Tokenizer:
-    data = _read_json(path)
+    data = read_json(path)
     if data.get("type") == CHAR_TYPE:
         return CharTokenizer.from_dict(data)
     kind = (data.get("model") or {}).get("type")
