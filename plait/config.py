@@ -164,6 +164,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         inner = args[0] if args else Any
         items = [v if inner is Any else _coerce(v, inner, name) for v in value]
         return tuple(items) if origin is tuple else items
+    return _coerce_scalar(value, tp, name)
+
+
+def _coerce_scalar(value: Any, tp: Any, name: str) -> Any:
+    """bool, int, float or str from a TOML/JSON/CLI value (strings parsed), or ConfigError."""
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -35,8 +35,8 @@ from plait.generation.search import Prompt, beam_search, sample_steps
 
 __all__ = [
     "DecodeState", "Decoder", "ModelBusyError", "SamplingParams", "check", "generate",
-    "min_new_tokens",
-    "no_repeat_ngram", "repetition_penalty", "stream", "temperature", "top_k", "top_p",
+    "min_new_tokens", "no_repeat_ngram", "repetition_penalty", "stream", "temperature", "top_k",
+    "top_p",
 ]
 SAMPLING_ARGS = tuple(SamplingParams.__dataclass_fields__)
 
