@@ -4,9 +4,10 @@ Each step of decoding turns the model's next-token logits into a choice. Between
 these small functions, applied in one fixed order (the order of Hugging Face ``transformers``,
 so outputs compare token for token):
 
-    repetition penalty -> no-repeat n-gram -> min new tokens -> temperature -> top-k -> top-p
+    repetition penalty -> no-repeat n-gram -> min new tokens -> forced bos -> forced eos
+        -> temperature -> top-k -> top-p
 
-The first three are constraints and apply to every search (greedy, sampling, beam search).
+The first five are constraints and apply to every search (greedy, sampling, beam search).
 The last three reshape the distribution and apply only when sampling. None of them mutates
 its input, and each always keeps at least one token.
 
@@ -95,6 +96,18 @@ def min_new_tokens(logits: Tensor, state: DecodeState, *, n: int, eos: tuple[int
     return out
 
 
+def forced_token(logits: Tensor, state: DecodeState, *, token: tuple[int, ...],
+                 when: int, length: bool = False) -> Tensor:
+    """Allow only ``token`` at one step: when ``new_tokens == when`` (or, with ``length``, when
+    the whole sequence is ``when`` long, as ``transformers``' forced-BOS rule reads it)."""
+    now = state.ids.shape[1] if length else state.new_tokens
+    if now != when:
+        return logits
+    out = torch.full_like(logits, -math.inf)
+    out[:, list(token)] = 0.0
+    return out
+
+
 # -- warpers: applied only when sampling ---------------------------------------------------
 def temperature(logits: Tensor, state: DecodeState | None = None, *, t: float) -> Tensor:
     """Divide by ``t``; ``t == 0`` keeps only the argmax (the limit t -> 0, no division)."""
@@ -156,6 +169,8 @@ class SamplingParams(Config):
     no_repeat_ngram_size: int = 0
     eos_token_id: int | tuple[int, ...] | None = None
     pad_token_id: int | None = None
+    forced_bos_token_id: int | None = None  # the only token allowed when the sequence is 1 long
+    forced_eos_token_id: int | tuple[int, ...] | None = None  # ... and at the last new token
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> ValueError:
@@ -191,14 +206,16 @@ class SamplingParams(Config):
         eos = self.eos_ids
         if any(not is_int(e) or e < 0 for e in eos):
             raise bad("eos_token_id", "a non-negative integer, a list of them, or None")
-        if self.pad_token_id is not None and (not is_int(self.pad_token_id)
-                                              or self.pad_token_id < 0):
-            raise bad("pad_token_id", "a non-negative integer or None")
+        for name in ("pad_token_id", "forced_bos_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 0):
+                raise bad(name, "a non-negative integer or None")
+        if any(not is_int(e) or e < 0 for e in _ids(self.forced_eos_token_id)):
+            raise bad("forced_eos_token_id", "a non-negative integer, a list of them, or None")
 
     @property
     def eos_ids(self) -> tuple[int, ...]:
-        e = self.eos_token_id
-        return () if e is None else (e,) if isinstance(e, int) else tuple(e)
+        return _ids(self.eos_token_id)
 
     @property
     def pad_id(self) -> int:
@@ -221,6 +238,12 @@ class SamplingParams(Config):
             procs.append(partial(no_repeat_ngram, n=self.no_repeat_ngram_size))
         if self.min_new_tokens > 0 and self.eos_ids:
             procs.append(partial(min_new_tokens, n=self.min_new_tokens, eos=self.eos_ids))
+        if self.forced_bos_token_id is not None:
+            procs.append(partial(forced_token, token=(self.forced_bos_token_id,), when=1,
+                                 length=True))
+        if self.forced_eos_token_id is not None:
+            procs.append(partial(forced_token, token=_ids(self.forced_eos_token_id),
+                                 when=self.max_new_tokens - 1))
         if self.greedy:
             return procs
         # beam sampling keeps room for every eos plus one more token (transformers does too)
@@ -232,3 +255,8 @@ class SamplingParams(Config):
         if self.top_p < 1.0:
             procs.append(partial(top_p, p=self.top_p, min_keep=keep))
         return procs
+
+
+def _ids(value: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...]:
+    """One token id, several, or none, as a tuple."""
+    return () if value is None else (value,) if isinstance(value, int) else tuple(value)

@@ -29,6 +29,9 @@ FAMILIES = Registry("Hugging Face model_type", {
     "bert": "plait.hf.bert:BertFamily",
     "vit": "plait.hf.vit:ViTFamily",
     "clip": "plait.hf.clip:CLIPFamily",
+    "bart": "plait.hf.bart:BartFamily",
+    "marian": "plait.hf.marian:MarianFamily",
+    "t5": "plait.hf.t5:T5Family",
 })
 # extra config.json keys carried across unchanged (generation and tokenizer ids)
 PASS_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id")

@@ -137,6 +137,7 @@ class Family:
     model_class: type[nn.Module]
     FIELDS: tuple[Field, ...] = ()
     RULES: tuple[Rule, ...] = ()
+    LAYOUT: dict[str, Any] = {}  # fixed config values: a model exports here only if it has them
 
     def config_from_hf(self, cfg: dict[str, Any], where: str) -> Config:
         raise NotImplementedError
@@ -164,4 +165,6 @@ class Family:
         return self.model_class(config)
 
     def exports(self, model: nn.Module) -> bool:
-        return type(model) is self.model_class
+        """This family can write ``model``: its class, with the family's fixed layout."""
+        return type(model) is self.model_class and all(
+            getattr(model.config, k) == v for k, v in self.LAYOUT.items())

@@ -14,6 +14,7 @@ from plait.models.bert import Bert, BertConfig
 from plait.models.clip import CLIP, CLIPConfig
 from plait.models.gpt import GPT, GPTConfig
 from plait.models.resnet import ResNet, ResNetConfig
+from plait.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from plait.models.vit import ViT, ViTConfig
 from plait.registry import Registry
 
@@ -23,6 +24,7 @@ MODELS = Registry("model architecture", {
     "vit": "plait.models.vit:ViT",
     "clip": "plait.models.clip:CLIP",
     "resnet": "plait.models.resnet:ResNet",
+    "seq2seq": "plait.models.seq2seq:Seq2Seq",
 })
 
 
@@ -41,4 +43,5 @@ def model_type_of(model: nn.Module) -> str:
 
 
 __all__ = ["CLIP", "GPT", "MODELS", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "ResNet",
-           "ResNetConfig", "ViT", "ViTConfig", "model_classes", "model_type_of"]
+           "ResNetConfig", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "model_classes",
+           "model_type_of"]

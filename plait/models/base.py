@@ -19,9 +19,9 @@ from plait.config import (
     require_positive,
 )
 from plait.nn import Block, CrossAttention, PreNormBlock, SelfAttention, Stack, make_mlp, make_norm
-from plait.nn.layers import ACTIVATIONS
+from plait.nn.layers import ACTIVATIONS, GATED
 
-MLP_KINDS = ("swiglu", *ACTIVATIONS)
+MLP_KINDS = (*GATED, *ACTIVATIONS)
 
 
 class TransformerConfig(Config):
@@ -37,7 +37,9 @@ class TransformerConfig(Config):
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        """Width of one head: ``d_head`` where a config has and sets it (T5's d_kv), else
+        n_embd / n_head."""
+        return getattr(self, "d_head", None) or self.n_embd // self.n_head
 
     @property
     def inner_dim(self) -> int:
@@ -49,7 +51,8 @@ class TransformerConfig(Config):
         require_positive(self, ("n_layer", "n_head", "n_embd", *positive))
         if self.n_inner is not None:
             require_positive(self, ("n_inner",))
-        require_divisible(self, "n_embd", "n_head")
+        if getattr(self, "d_head", None) is None:
+            require_divisible(self, "n_embd", "n_head")
         require_choice(self, "mlp", MLP_KINDS)
         require_fraction(self, "dropout")
 
@@ -57,31 +60,37 @@ class TransformerConfig(Config):
 def build_stack(c: TransformerConfig, *, block: type[Block] = PreNormBlock,
                 norm: str = "layernorm", final_norm: bool = True, bias: bool = True,
                 qkv_bias: bool | None = None, n_kv_head: int | None = None,
-                memory_dim: int | None = None) -> Stack:
-    """``c.n_layer`` blocks of self-attention (+ cross-attention over a memory of width
-    ``memory_dim``, when given) and an MLP, then a final norm (or none, for post-norm stacks).
+                memory_dim: int | None = None, n_layer: int | None = None,
+                attn_scale: float | None = None) -> Stack:
+    """``n_layer`` (default ``c.n_layer``) blocks of self-attention (+ cross-attention over a
+    memory of width ``memory_dim``, when given) and an MLP, then a final norm (or none, for
+    post-norm stacks).
 
     Args:
         block: PreNormBlock (GPT-2, ViT, CLIP) or PostNormBlock (the original Transformer, BERT).
         norm: "layernorm" or "rmsnorm", for every norm in the stack.
         bias: biases of every Linear and LayerNorm; ``qkv_bias`` overrides it for the fused
             query/key/value projection alone.
+        attn_scale: the attention logits' scale; None is 1/sqrt(head_dim).
     """
     def norm_layer():
         return make_norm(norm, c.n_embd, c.norm_eps, bias)
+
+    head_dim = getattr(c, "d_head", None)  # None: n_embd / n_head
 
     def one_block() -> Block:
         cross = None
         if memory_dim is not None:
             cross = CrossAttention(c.n_embd, c.n_head, n_kv_head, memory_dim=memory_dim,
-                                   bias=bias, dropout=c.dropout)
+                                   bias=bias, dropout=c.dropout, scale=attn_scale,
+                                   head_dim=head_dim)
         return block(
-            SelfAttention(c.n_embd, c.n_head, n_kv_head, bias=bias, qkv_bias=qkv_bias,
-                          dropout=c.dropout),
+            SelfAttention(c.n_embd, c.n_head, n_kv_head, head_dim, bias=bias, qkv_bias=qkv_bias,
+                          dropout=c.dropout, scale=attn_scale),
             make_mlp(c.mlp, c.n_embd, c.inner_dim, bias, c.dropout),
             norm_layer(), norm_layer(),
             cross_attn=cross, norm_cross=norm_layer() if cross is not None else None,
         )
 
-    return Stack([one_block() for _ in range(c.n_layer)],
+    return Stack([one_block() for _ in range(n_layer or c.n_layer)],
                  final_norm=norm_layer() if final_norm else None)

@@ -53,7 +53,8 @@ class GPTConfig(TransformerConfig):
     n_kv_head: int | None = None  # < n_head for grouped-query attention
     pos_encoding: PosKind = "learned"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    mlp: Literal["gelu", "gelu_tanh", "relu", "swiglu", "silu", "quick_gelu", "relu2"] = "gelu"
+    mlp: Literal["gelu", "gelu_tanh", "relu", "swiglu", "geglu", "silu", "quick_gelu",
+                 "relu2"] = "gelu"
     n_inner: int | None = None  # MLP width; default 4 * n_embd
     bias: bool = True
     dropout: float = 0.0

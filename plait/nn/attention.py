@@ -155,7 +155,8 @@ class Attention(nn.Module):
     """Shared core of self- and cross-attention: heads in, SDPA, output projection."""
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
-                 head_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
+                 head_dim: int | None = None, bias: bool = True, dropout: float = 0.0,
+                 scale: float | None = None):
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if n_head % n_kv_head:
@@ -164,7 +165,8 @@ class Attention(nn.Module):
         if head_dim is None and n_embd % n_head:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         self.n_head, self.n_kv_head = n_head, n_kv_head
-        self.scale = 1.0 / math.sqrt(self.head_dim)
+        # 1/sqrt(d_k) (Vaswani Eq. 1) unless given: T5 folds it into its initialisation (1.0)
+        self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else scale
         self.dropout = dropout
         self.proj = Linear(n_head * self.head_dim, n_embd, bias=bias)
         self.resid_drop = dropout_layer(dropout)
@@ -198,8 +200,8 @@ class SelfAttention(Attention):
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
                  head_dim: int | None = None, bias: bool = True, dropout: float = 0.0,
-                 qkv_bias: bool | None = None):
-        super().__init__(n_embd, n_head, n_kv_head, head_dim, bias, dropout)
+                 qkv_bias: bool | None = None, scale: float | None = None):
+        super().__init__(n_embd, n_head, n_kv_head, head_dim, bias, dropout, scale)
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.qkv = Linear(n_embd, (n_head + 2 * self.n_kv_head) * self.head_dim, bias=qkv_bias)
         self.kv_cache: KVCache | None = None
@@ -232,8 +234,9 @@ class CrossAttention(Attention):
     """
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None,
-                 memory_dim: int | None = None, bias: bool = True, dropout: float = 0.0):
-        super().__init__(n_embd, n_head, n_kv_head, None, bias, dropout)
+                 memory_dim: int | None = None, bias: bool = True, dropout: float = 0.0,
+                 scale: float | None = None, head_dim: int | None = None):
+        super().__init__(n_embd, n_head, n_kv_head, head_dim, bias, dropout, scale)
         self.q = Linear(n_embd, n_head * self.head_dim, bias=bias)
         self.kv = Linear(memory_dim or n_embd, 2 * self.n_kv_head * self.head_dim, bias=bias)
         self.cache_memory = False

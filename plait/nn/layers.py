@@ -2,6 +2,7 @@
 
     FFN(x) = act(x W1 + b1) W2 + b2                    (Vaswani 2017, Eq. 2)
     SwiGLU(x) = (silu(x W) * x V) W2                   (Shazeer 2020, arXiv:2002.05202, Eq. 6)
+    GEGLU(x)  = (gelu(x W) * x V) W2                   (ibid., Eq. 5; T5 v1.1's "gated-gelu")
     post-norm: x = Norm(x + Sublayer(x))               (Vaswani 2017 §3.1; BERT)
     pre-norm:  x = x + Sublayer(Norm(x))               (GPT-2; Xiong 2020, arXiv:2002.04745)
 
@@ -111,27 +112,41 @@ class MLP(nn.Module):
         return self.drop(self.proj(activate(self.act, self.fc(x))))
 
 
-class SwiGLU(nn.Module):
-    """Gated feed-forward: the gate and up projections are one fused Linear."""
+class GatedMLP(nn.Module):
+    """act(x W) * (x V), then W2: the gate and up projections are one fused Linear ``fc``
+    (gate rows first). SwiGLU with SiLU, GEGLU with GELU (Shazeer 2020)."""
 
-    def __init__(self, n_embd: int, hidden: int, bias: bool = False, dropout: float = 0.0):
+    def __init__(self, n_embd: int, hidden: int, act: nn.Module, bias: bool = False,
+                 dropout: float = 0.0):
         super().__init__()
         self.fc = Linear(n_embd, 2 * hidden, bias=bias)
+        self.act = act
         self.proj = Linear(hidden, n_embd, bias=bias)
         self.drop = dropout_layer(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.fc(x).chunk(2, dim=-1)
-        return self.drop(self.proj(F.silu(gate) * up))
+        return self.drop(self.proj(self.act(gate) * up))
+
+
+class SwiGLU(GatedMLP):
+    """silu(x W) * (x V), then W2 (Llama's feed-forward)."""
+
+    def __init__(self, n_embd: int, hidden: int, bias: bool = False, dropout: float = 0.0):
+        super().__init__(n_embd, hidden, nn.SiLU(), bias, dropout)
+
+
+# gated feed-forwards by name: the gate's activation
+GATED = {"swiglu": "silu", "geglu": "gelu_tanh"}
 
 
 def make_mlp(kind: str, n_embd: int, hidden: int, bias: bool = True,
              dropout: float = 0.0) -> nn.Module:
-    """'swiglu' or any name in ACTIVATIONS."""
-    if kind == "swiglu":
-        return SwiGLU(n_embd, hidden, bias, dropout)
+    """A gated kind ('swiglu', 'geglu') or any name in ACTIVATIONS."""
+    if kind in GATED:
+        return GatedMLP(n_embd, hidden, ACTIVATIONS[GATED[kind]](), bias, dropout)
     if kind not in ACTIVATIONS:
-        allowed = ", ".join(["swiglu", *ACTIVATIONS])
+        allowed = ", ".join([*GATED, *ACTIVATIONS])
         raise ValueError(f"unknown mlp/activation '{kind}' (allowed: {allowed})")
     return MLP(n_embd, hidden, ACTIVATIONS[kind](), bias, dropout)
 

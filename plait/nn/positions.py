@@ -59,19 +59,27 @@ class NoPositions(PositionEncoding):
 
 
 class Sinusoidal(PositionEncoding):
-    """PE(p, 2i) = sin(p / 10000^(2i/C)), PE(p, 2i+1) = cos(p / 10000^(2i/C)). Vaswani §3.5."""
+    """PE(p, 2i) = sin(p / 10000^(2i/C)), PE(p, 2i+1) = cos(p / 10000^(2i/C)). Vaswani §3.5.
 
-    def __init__(self, n_embd: int, base: float = 10000.0):
+    ``halves=True`` lays the same values out as fairseq and Marian do: every sine first, then
+    every cosine. Computed in float64 and rounded once, as those reference tables are.
+    """
+
+    def __init__(self, n_embd: int, base: float = 10000.0, halves: bool = False):
         super().__init__()
         if n_embd % 2:
             raise ValueError(f"sinusoidal positions need an even n_embd, got {n_embd}")
-        inv_freq = base ** (-torch.arange(0, n_embd, 2, dtype=torch.float32) / n_embd)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.halves = halves
+        denom = base ** (torch.arange(0, n_embd, 2, dtype=torch.float64) / n_embd)
+        self.register_buffer("denom", denom, persistent=False)
 
     def embed(self, pos: Tensor) -> Tensor:
-        angles = pos.to(self.inv_freq.dtype)[..., None] * self.inv_freq  # (B, T, C/2)
-        # interleave: even channels sin, odd channels cos
-        return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)  # (B, T, C)
+        angles = pos.to(torch.float64)[..., None] / self.denom  # (B, T, C/2)
+        if self.halves:
+            out = torch.cat((angles.sin(), angles.cos()), dim=-1)
+        else:  # interleave: even channels sin, odd channels cos
+            out = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+        return out.float()  # (B, T, C)
 
 
 class Learned(PositionEncoding):
