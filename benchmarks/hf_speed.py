@@ -6,7 +6,8 @@ hold identical weights, run in this one process, under ``torch.inference_mode``,
 (see :mod:`benchmarks.timing`). Every row carries its parity evidence (equal tokens, or the
 largest output difference), so a speed-up can never come from computing something else.
 
-    python -m benchmarks.hf_speed                  # GPT-2 124M, BERT-base, ViT-B/16, CLIP B/32
+    python -m benchmarks.hf_speed                  # GPT-2 124M, BERT-base, ViT-B/16, CLIP B/32,
+                                                   # BART-base
     python -m benchmarks.hf_speed --small          # tiny configs: a quick check of the script
     python -m benchmarks.hf_speed --device cuda --dtype bf16
 
@@ -231,7 +232,43 @@ def bench_clip(args: argparse.Namespace, notes: list[str]) -> list[Row]:
     ]
 
 
-FAMILIES = {"gpt2": bench_gpt2, "bert": bench_bert, "vit": bench_vit, "clip": bench_clip}
+# -- encoder-decoder: BART ------------------------------------------------------------------------
+def bart_config(small: bool) -> transformers.BartConfig:
+    if small:
+        return transformers.BartConfig(vocab_size=1000, d_model=64, encoder_layers=2,
+                                       decoder_layers=2, encoder_attention_heads=4,
+                                       decoder_attention_heads=4, encoder_ffn_dim=128,
+                                       decoder_ffn_dim=128, max_position_embeddings=256)
+    # BART-base sizes (BartConfig() alone is BART-large): 6 + 6 layers, 768 wide, 50265 tokens
+    return transformers.BartConfig(encoder_layers=6, decoder_layers=6, d_model=768,
+                                   encoder_attention_heads=12, decoder_attention_heads=12,
+                                   encoder_ffn_dim=3072, decoder_ffn_dim=3072)
+
+
+def bench_bart(args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    torch.manual_seed(0)
+    cfg = bart_config(args.small)
+    hf, ours, note = side_by_side(transformers.BartForConditionalGeneration(cfg), args)
+    enc = f"BART-base encoder, {args.batch} x 128 tokens"
+    beam = f"BART-base beam search, 4 beams (source 32, {args.new_tokens} new tokens)"
+    greedy = f"BART-base greedy decode, batch 1 (source 32, {args.new_tokens} new tokens)"
+    if ours is None:
+        return skipped([(enc, "seq/s"), (beam, "tok/s"), (greedy, "tok/s")], note)
+    ids = torch.randint(3, cfg.vocab_size, (args.batch, 128), device=args.device)
+    mask = torch.ones_like(ids)
+    # no eos, no forced eos: random weights would stop at random places
+    gen = {"eos_token_id": None, "forced_eos_token_id": None}
+    return [
+        encoder_row(enc, "seq/s", args.batch,
+                    lambda: hf.model.encoder(ids, attention_mask=mask).last_hidden_state,
+                    lambda: ours.encode(ids, mask), args),
+        decode_row(beam, hf, ours, ids[:1, :32], args, num_beams=4, **gen),
+        decode_row(greedy, hf, ours, ids[:1, :32], args, **gen),
+    ]
+
+
+FAMILIES = {"gpt2": bench_gpt2, "bert": bench_bert, "vit": bench_vit, "clip": bench_clip,
+            "bart": bench_bart}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -77,3 +77,16 @@ def test_gemv_layout_makes_narrowing_weights_column_major_only_when_split():
             assert layer.weight.stride() == ((1, 256) if split else (1024, 1))
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_bart_rows_run_and_carry_their_parity_evidence(capsys):
+    """`--small --only bart`: every row ran on both sides and shows equal tokens or a zero
+    difference, so a speed-up cannot come from computing something else."""
+    from benchmarks import hf_speed
+
+    hf_speed.main(["--small", "--only", "bart", "--reps", "1", "--gen-reps", "1",
+                   "--new-tokens", "4", "--batch", "2", "--threads", "1"])
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| BART")]
+    assert len(rows) == 6  # three rows, printed as they finish and again in the table
+    assert all("tokens equal" in r or "max abs diff 0.0e+00" in r for r in rows), rows
