@@ -32,6 +32,8 @@ FAMILIES = Registry("Hugging Face model_type", {
     "bart": "plait.hf.bart:BartFamily",
     "marian": "plait.hf.marian:MarianFamily",
     "t5": "plait.hf.t5:T5Family",
+    "roberta": "plait.hf.bert:RobertaFamily",
+    "albert": "plait.hf.albert:AlbertFamily",
 })
 # extra config.json keys carried across unchanged (generation and tokenizer ids)
 PASS_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id")

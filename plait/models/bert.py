@@ -9,9 +9,16 @@ Heads are modules chosen by ``BertConfig.head``:
 - ``"mlm"``: masked-LM head, dense -> act -> LayerNorm -> decoder tied to the word embedding
   (+ a per-token bias) (Devlin §3.1 task #1).
 - ``"classify"``: pooler -> dropout -> Linear(num_labels) (Devlin §4.1).
+- ``"tag"``: dropout -> Linear(num_labels) at every position (Devlin §4.3, NER).
+
+RoBERTa (Liu et al. 2019, arXiv:1907.11692) is this model with position rows counted from
+``pos_offset`` (padding id + 1) and one token type; ALBERT (Lan et al. 2019,
+arXiv:1909.11942) factorises the embedding (``embedding_size`` E < C, then a Linear E -> C) and
+runs one shared block ``n_layer`` times (``share_layers``): a different training recipe, not a
+different architecture, so both are configurations of this file.
 
 ``model(input_ids, attention_mask, token_type_ids)`` always returns hidden states;
-``model.logits(...)`` runs the head.
+``model.logits(...)`` runs the head; ``model.mean_pooled(...)`` averages the real tokens.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ from torch import Tensor
 
 from plait.config import require_choice, require_positive
 from plait.models.base import TransformerConfig, build_stack
-from plait.nn import AttnInputs, Learned, PostNormBlock, make_attn_mask
+from plait.nn import AttnInputs, Learned, PostNormBlock, Stack, make_attn_mask
 from plait.nn.layers import ACTIVATIONS, normal_init
 
-HeadKind = Literal["none", "mlm", "classify"]
+HeadKind = Literal["none", "mlm", "classify", "tag"]
 
 
 @dataclass(frozen=True)
@@ -47,14 +54,25 @@ class BertConfig(TransformerConfig):
     dropout: float = 0.1  # hidden_dropout_prob
     pad_token_id: int = 0
     head: HeadKind = "none"
-    num_labels: int = 2  # classify head only
+    num_labels: int = 2  # classify / tag heads
     classifier_dropout: float | None = None  # None: use dropout
     tie_embeddings: bool = True  # mlm decoder shares the word embedding
+    embedding_size: int | None = None  # ALBERT: embeddings this wide, then a Linear to n_embd
+    share_layers: bool = False  # ALBERT: one block's weights for all n_layer blocks
+    pos_offset: int = 0  # RoBERTa: position rows start here (padding id + 1)
 
     def __post_init__(self) -> None:
         self.check_transformer(("vocab_size", "block_size", "type_vocab_size"))
         require_positive(self, ("num_labels",))
+        if self.embedding_size is not None:
+            require_positive(self, ("embedding_size",))
+        require_positive(self, ("pos_offset",), zero_ok=True)
         require_choice(self, "mlp", ACTIVATIONS)  # the MLM head's transform uses it too
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the embeddings (E): ``embedding_size``, or ``n_embd``."""
+        return self.embedding_size or self.n_embd
 
 
 class Pooler(nn.Module):
@@ -76,21 +94,21 @@ class ClsToken(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """dense -> act -> LayerNorm -> decoder (tied to the word embedding) + bias."""
+    """dense (C -> E) -> act -> LayerNorm -> decoder (tied to the word embedding) + bias."""
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.transform = nn.Linear(c.n_embd, c.n_embd)
+        self.transform = nn.Linear(c.n_embd, c.embed_dim)
         self.act = ACTIVATIONS[c.mlp]()
-        self.norm = nn.LayerNorm(c.n_embd, eps=c.norm_eps)
-        self.decoder = nn.Linear(c.n_embd, c.vocab_size)
+        self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
+        self.decoder = nn.Linear(c.embed_dim, c.vocab_size)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.decoder(self.norm(self.act(self.transform(h))))  # (B, T, V)
 
 
 class Classifier(nn.Module):
-    """dropout -> Linear over the pooled [CLS] vector."""
+    """dropout -> Linear: over the pooled [CLS] vector (classify) or every position (tag)."""
 
     def __init__(self, c: BertConfig):
         super().__init__()
@@ -98,16 +116,26 @@ class Classifier(nn.Module):
         self.drop = nn.Dropout(p)
         self.out = nn.Linear(c.n_embd, c.num_labels)
 
-    def forward(self, pooled: Tensor) -> Tensor:
-        return self.out(self.drop(pooled))  # (B, num_labels)
+    def forward(self, h: Tensor) -> Tensor:
+        return self.out(self.drop(h))  # (B, num_labels) or (B, T, num_labels)
 
 
 def make_head(c: BertConfig) -> nn.Module:
     if c.head == "mlm":
         return MLMHead(c)
-    if c.head == "classify":
+    if c.head in ("classify", "tag"):
         return Classifier(c)
     return nn.Identity()
+
+
+def shared_stack(c: BertConfig) -> Stack:
+    """BERT's post-norm stack; with ``share_layers`` one block repeated (ALBERT): the
+    ModuleList holds the same module ``n_layer`` times, so there is one set of weights."""
+    stack = build_stack(c, block=PostNormBlock, final_norm=False,
+                        n_layer=1 if c.share_layers else None)
+    if c.share_layers:
+        stack.blocks = nn.ModuleList([stack.blocks[0]] * c.n_layer)
+    return stack
 
 
 class Bert(nn.Module):
@@ -118,14 +146,16 @@ class Bert(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = c = config
-        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        self.pos = Learned(c.block_size, c.n_embd)
-        self.wtt = nn.Embedding(c.type_vocab_size, c.n_embd)
-        self.norm_emb = nn.LayerNorm(c.n_embd, eps=c.norm_eps)
+        E = c.embed_dim
+        self.wte = nn.Embedding(c.vocab_size, E)
+        self.pos = Learned(c.block_size + c.pos_offset, E)
+        self.wtt = nn.Embedding(c.type_vocab_size, E)
+        self.norm_emb = nn.LayerNorm(E, eps=c.norm_eps)
         self.drop = nn.Dropout(c.dropout)
-        self.encoder = build_stack(c, block=PostNormBlock, final_norm=False)
-        # masked-LM checkpoints have no pooler: their pooled vector is the plain [CLS] state
-        self.pooler = Pooler(c.n_embd) if c.head != "mlm" else ClsToken()
+        self.emb_proj = nn.Linear(E, c.n_embd) if c.n_embd != E else nn.Identity()
+        self.encoder = shared_stack(c)
+        # masked-LM and tagging checkpoints have no pooler: their pooled vector is [CLS]'s
+        self.pooler = Pooler(c.n_embd) if c.head in ("none", "classify") else ClsToken()
         self.head = make_head(c)
         self.apply(normal_init)
         if c.head == "mlm" and c.tie_embeddings:
@@ -149,9 +179,10 @@ class Bert(nn.Module):
             raise ValueError(f"attention_mask must be {(B, T)}, got {tuple(attention_mask.shape)}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        pos = torch.arange(T, device=input_ids.device)[None]  # (1, T): BERT pads on the right
-        x = self.wte(input_ids) + self.wtt(token_type_ids) + self.pos.embed(pos)  # (B, T, C)
-        x = self.drop(self.norm_emb(x))
+        # (1, T): BERT pads on the right, so real tokens sit at 0 .. n-1 (RoBERTa: + offset)
+        pos = torch.arange(T, device=input_ids.device)[None] + self.config.pos_offset
+        x = self.wte(input_ids) + self.wtt(token_type_ids) + self.pos.embed(pos)  # (B, T, E)
+        x = self.emb_proj(self.drop(self.norm_emb(x)))  # (B, T, C)
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
         mask, _ = make_attn_mask(T, T, causal=False, key_padding=attention_mask)
@@ -162,9 +193,23 @@ class Bert(nn.Module):
         """BERT's pooled [CLS] vector (B, C); the last layer runs for [CLS] alone."""
         return self.pooler(self(input_ids, attention_mask, token_type_ids, rows=0))
 
+    def mean_pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                    token_type_ids: Tensor | None = None) -> Tensor:
+        """The mean of the real tokens' states (B, C): sentence embeddings (Reimers 2019)."""
+        h = self(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        if attention_mask is None:
+            return h.mean(1)
+        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:
-        """The head's output: mlm (B, T, V), classify (B, num_labels), none: pooled (B, C)."""
-        if self.config.head == "mlm":
+        """The head's output: mlm (B, T, V), tag (B, T, num_labels), classify
+        (B, num_labels), none: pooled (B, C)."""
+        if self.config.head in ("mlm", "tag"):
             return self.head(self(input_ids, attention_mask, token_type_ids))
         return self.head(self.pooled(input_ids, attention_mask, token_type_ids))
+
+    def num_params(self) -> int:
+        """Distinct parameters (ALBERT's shared block and tied tables counted once)."""
+        return sum(p.numel() for p in self.parameters())
