@@ -1,31 +1,77 @@
-"""Evaluate a CLIP model on a built-in task: retrieval recall@K and zero-shot accuracy.
+"""Evaluate a trained folder on a built-in task's held-out data, and print its metrics.
 
     plait eval --model runs/clip_shapes --task clip-shapes
     plait eval --model runs/clip_digits --task clip-digits
+    plait eval --model runs/translate --task translate
+    plait eval --model runs/speakers --task classify-speakers
+    plait eval --model runs/ner --task ner
 
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
 pairs never occur in training, and zero-shot accuracy naming the pair of one-shape held-out
 scenes. clip-digits: zero-shot accuracy on held-out digits with unseen prompt templates.
+translate, classify-speakers, ner, mlm: the task's own final evaluation (the one training
+ends with), read with the data settings in the folder's recipe.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
+from pathlib import Path
+
+CLIP_TASKS = ("clip-shapes", "clip-digits")
+RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="DIR", help="CLIP model folder")
-    parser.add_argument("--task", required=True, choices=("clip-shapes", "clip-digits"))
-    parser.add_argument("--seed", type=int, default=0, help="data seed the model was trained on")
+    parser.add_argument("--model", required=True, metavar="DIR", help="trained model folder")
+    parser.add_argument("--task", required=True, choices=(*CLIP_TASKS, *RECIPE_TASKS))
+    parser.add_argument("--seed", type=int, default=0, help="data seed the model was trained on"
+                        " (CLIP tasks; the others read it from recipe.json)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def run(args: argparse.Namespace) -> int:
+    metrics = clip(args) if args.task in CLIP_TASKS else from_recipe(args)
+    for name, value in metrics.items():
+        print(f"{name:>20}  {value:.4f}")
+    return 0
+
+
+def clip(args: argparse.Namespace) -> dict[str, float]:
     from plait.evaluation.clip_eval import evaluate
     from plait.inference import ClipEncoder
 
     enc = ClipEncoder.from_folder(args.model, device=args.device)
-    metrics = evaluate(enc, args.task, enc.processor.config.crop_size, seed=args.seed)
-    for name, value in metrics.items():
-        print(f"{name:>14}  {value:.4f}")
-    return 0
+    return evaluate(enc, args.task, enc.processor.config.crop_size, seed=args.seed)
+
+
+def from_recipe(args: argparse.Namespace) -> dict[str, float]:
+    """The task's evaluation of the folder, with the data settings it was trained with."""
+    import torch
+
+    from plait.loading import load
+    from plait.training import TASKS, TrainConfig
+    from plait.training.distributed import Dist
+
+    folder = Path(args.model)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    recipe_file = folder / "recipe.json"
+    recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else {}
+    task_cls = TASKS.get(args.task)
+    data_tree = recipe.get("data", {}) if recipe.get("task") == args.task else {}
+    data_tree = {k: v for k, v in data_tree.items() if k != "dir"}
+    data = task_cls.data_config.from_dict(data_tree, where="data")
+    model = load(folder, device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:  # files the task builds go nowhere
+        train = TrainConfig(init_from=str(folder), out_dir=tmp, device="cpu")
+        task = task_cls(data, train, Dist())
+        wanted, have = task.model_config(model.config).to_dict(), model.config.to_dict()
+        diff = [f"{k}={have[k]!r} (the task needs {v!r})" for k, v in wanted.items()
+                if have.get(k) != v]
+        if diff:
+            raise ValueError(f"{folder} does not fit task '{args.task}': {', '.join(diff[:3])}")
+        with torch.no_grad():
+            return task.evaluate(model, torch.device(args.device), None)

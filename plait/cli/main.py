@@ -27,6 +27,9 @@ COMMANDS = Registry("command", {
     "index": "plait.cli.index:run",
     "search": "plait.cli.search:run",
     "zero-shot": "plait.cli.zero_shot:run",
+    "translate": "plait.cli.translate:run",
+    "classify": "plait.cli.classify:run",
+    "tag": "plait.cli.tag:run",
 })
 
 # exceptions that mean "the user gave us something wrong", not "plait has a bug"

@@ -14,7 +14,13 @@ from typing import Any
 
 from torch import Tensor
 
-from plait.hf.bert import BertFamily, _pair, classifier_rules, normalize_layernorm_names
+from plait.hf.bert import (
+    BertFamily,
+    _pair,
+    classifier_rules,
+    label_fields,
+    normalize_layernorm_names,
+)
 from plait.hf.family import Field, encoder_fields, fields_from_hf, require, with_prefix
 from plait.hf.keymap import Rule, expand
 from plait.models.bert import BertConfig
@@ -76,10 +82,9 @@ class AlbertFamily(BertFamily):
         head = self.check(cfg, where)
         for field in ("num_hidden_groups", "inner_group_num"):
             require(cfg, field, cfg.get(field, 1) == 1, "plait shares one layer: 1", where)
-        labels = cfg.get("id2label")
         return BertConfig(**fields_from_hf(self.FIELDS, cfg, where), share_layers=True,
                           pad_token_id=cfg.get("pad_token_id") or 0, head=head,
-                          num_labels=len(labels) if labels else cfg.get("num_labels", 2))
+                          **label_fields(cfg))
 
     def config_to_hf(self, config: BertConfig) -> dict[str, Any]:
         out = super().config_to_hf(config)

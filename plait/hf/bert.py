@@ -63,6 +63,16 @@ def classifier_rules() -> list[Rule]:
     return _pair("classifier", "head.out")
 
 
+def label_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``num_labels`` and ``labels`` from ``id2label`` (its default LABEL_i names dropped)."""
+    id2label = cfg.get("id2label") or {}
+    if not id2label:
+        return {"num_labels": cfg.get("num_labels", 2)}
+    names = tuple(str(id2label[k]) for k in sorted(id2label, key=int))
+    default = names == tuple(f"LABEL_{i}" for i in range(len(names)))
+    return {"num_labels": len(names), "labels": () if default else names}
+
+
 def normalize_layernorm_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """TF-era ``LayerNorm.gamma`` / ``beta`` -> ``weight`` / ``bias``."""
     return {k.replace("LayerNorm.gamma", "LayerNorm.weight")
@@ -136,10 +146,9 @@ class BertFamily(Family):
 
     def config_from_hf(self, cfg: dict[str, Any], where: str) -> BertConfig:
         head = self.check(cfg, where)
-        labels = cfg.get("id2label")
         return BertConfig(**fields_from_hf(self.FIELDS, cfg, where),
                           pad_token_id=cfg.get("pad_token_id") or 0, head=head,
-                          num_labels=len(labels) if labels else cfg.get("num_labels", 2))
+                          **label_fields(cfg))
 
     def config_to_hf(self, config: BertConfig) -> dict[str, Any]:
         archs = {v: k for k, v in self.heads.items()}
@@ -148,7 +157,7 @@ class BertFamily(Family):
                "attention_probs_dropout_prob": config.dropout,
                "pad_token_id": config.pad_token_id}
         if config.head in ("classify", "tag"):
-            out.update(label_maps(config.num_labels))
+            out.update(label_maps(config.num_labels, config.labels))
         return out
 
 

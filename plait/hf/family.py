@@ -124,10 +124,11 @@ def require_export(config: Config, needs: dict[str, Any], family: str) -> None:
                              f"{getattr(config, name)!r} ({family} needs {value!r})")
 
 
-def label_maps(num_labels: int) -> dict[str, Any]:
-    """``id2label`` / ``label2id`` with transformers' default names."""
-    return {"id2label": {str(i): f"LABEL_{i}" for i in range(num_labels)},
-            "label2id": {f"LABEL_{i}": i for i in range(num_labels)}}
+def label_maps(num_labels: int, names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``id2label`` / ``label2id``: the given names, or transformers' default LABEL_i."""
+    names = names or tuple(f"LABEL_{i}" for i in range(num_labels))
+    return {"id2label": {str(i): n for i, n in enumerate(names)},
+            "label2id": {n: i for i, n in enumerate(names)}}
 
 
 class Family:

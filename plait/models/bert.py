@@ -55,6 +55,7 @@ class BertConfig(TransformerConfig):
     pad_token_id: int = 0
     head: HeadKind = "none"
     num_labels: int = 2  # classify / tag heads
+    labels: tuple[str, ...] = ()  # their names (Hugging Face's id2label), when known
     classifier_dropout: float | None = None  # None: use dropout
     tie_embeddings: bool = True  # mlm decoder shares the word embedding
     embedding_size: int | None = None  # ALBERT: embeddings this wide, then a Linear to n_embd
@@ -67,6 +68,9 @@ class BertConfig(TransformerConfig):
         if self.embedding_size is not None:
             require_positive(self, ("embedding_size",))
         require_positive(self, ("pos_offset",), zero_ok=True)
+        if self.labels and len(self.labels) != self.num_labels:
+            raise ValueError(f"BertConfig.labels has {len(self.labels)} names for num_labels ="
+                             f" {self.num_labels}")
         require_choice(self, "mlp", ACTIVATIONS)  # the MLM head's transform uses it too
 
     @property

@@ -7,6 +7,10 @@ char-rnn). It is saved as ``tokenizer.json`` in a small plait format::
 
 where the id of a character is its index in ``chars``. There is no unknown token: a character
 outside the vocabulary is an error, because the model never saw it.
+
+A model that needs markers (an encoder-decoder: padding, the decoder's start, the end of a
+target) adds ``specials=("<pad>", "<s>", "</s>")``: they take ids 0, 1, 2 before the
+characters, ``encode`` never produces them, and ``decode`` leaves them out.
 """
 
 from __future__ import annotations
@@ -20,27 +24,51 @@ from plait.text.base import TOKENIZER_FILE
 CHAR_TYPE = "plait-char"
 
 
+SPECIAL_NAMES = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
+
+
 class CharTokenizer:
     """Characters <-> ids; ``CharTokenizer.train(text)`` builds the vocabulary."""
 
-    eos_token_id = None  # no end-of-text symbol: the text is one long stream
-    pad_token_id = 0  # padded positions are masked, so reusing id 0 is safe
-
-    def __init__(self, chars: list[str]):
+    def __init__(self, chars: list[str], specials: tuple[str, ...] | list[str] = ()):
         if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise ValueError("CharTokenizer needs a non-empty list of distinct single characters")
+        if len(set(specials)) != len(specials) or any(len(t) < 2 for t in specials):
+            raise ValueError(f"special tokens must be distinct and longer than one character,"
+                             f" got {list(specials)}")
+        self.specials = list(specials)
         self.chars = list(chars)
-        self.stoi = {c: i for i, c in enumerate(self.chars)}
+        n = len(self.specials)
+        self.stoi = {c: n + i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def train(cls, text: str) -> CharTokenizer:
+    def train(cls, text: str, specials: tuple[str, ...] = ()) -> CharTokenizer:
         if not text:
             raise ValueError("cannot build a character vocabulary from empty text")
-        return cls(sorted(set(text)))
+        return cls(sorted(set(text)), specials)
+
+    def _special(self, kind: str) -> int | None:
+        name = SPECIAL_NAMES[kind]
+        return self.specials.index(name) if name in self.specials else None
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """``</s>`` when the vocabulary has it; else None (the text is one long stream)."""
+        return self._special("eos")
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self._special("bos")
+
+    @property
+    def pad_token_id(self) -> int:
+        """``<pad>``, or id 0: padded positions are masked, so any id is safe."""
+        pad = self._special("pad")
+        return 0 if pad is None else pad
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars)
+        return len(self.specials) + len(self.chars)
 
     def encode(self, text: str) -> list[int]:
         stoi = self.stoi
@@ -56,21 +84,25 @@ class CharTokenizer:
             ) from None
 
     def decode(self, ids: list[int]) -> str:
+        """The characters of ``ids``; special tokens are left out."""
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"token id(s) {bad[:5]} outside the vocabulary [0, {self.vocab_size})")
-        return "".join(self.chars[i] for i in ids)
+        n = len(self.specials)
+        return "".join(self.chars[i - n] for i in ids if i >= n)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / TOKENIZER_FILE
         data = {"type": CHAR_TYPE, "version": 1, "chars": self.chars}
+        if self.specials:
+            data["specials"] = self.specials
         atomic_write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
-        return cls(list(data["chars"]))
+        return cls(list(data["chars"]), tuple(data.get("specials", ())))
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"

@@ -15,10 +15,11 @@ ids; ``encode_batch`` right-pads with ``[PAD]`` and returns the attention mask.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer as RustTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from plait.text.base import BackedTokenizer
 
@@ -67,6 +68,25 @@ class WordPieceTokenizer(BackedTokenizer):
         return cls(backend, sp)
 
 
+    @classmethod
+    def train(cls, texts: str | Iterable[str], vocab_size: int,
+              do_lower_case: bool = True) -> WordPieceTokenizer:
+        """Learn a WordPiece vocabulary of ``vocab_size`` from ``texts`` (a string or chunks),
+        the five specials first ([PAD] is id 0), then the pieces, in BERT's pipeline."""
+        if not isinstance(vocab_size, int) or vocab_size <= len(SPECIALS):
+            raise ValueError(f"WordPiece vocab size must be an integer above {len(SPECIALS)},"
+                             f" got {vocab_size!r}")
+        backend = RustTokenizer(models.WordPiece(unk_token=SPECIALS["unk_token"],
+                                                 max_input_chars_per_word=100))
+        backend.normalizer = bert_normalizer(do_lower_case)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size,
+                                            special_tokens=list(SPECIALS.values()),
+                                            continuing_subword_prefix="##", show_progress=False)
+        backend.train_from_iterator([texts] if isinstance(texts, str) else texts, trainer)
+        return cls.from_vocab(backend.get_vocab(), do_lower_case=do_lower_case)
+
+
 def cls_sep_template(vocab: dict[str, int], sp: dict[str, str]) -> processors.PostProcessor | None:
     """``[CLS] A [SEP]`` (and ``[CLS] A [SEP] B [SEP]`` for pairs), as BERT was trained."""
     cls_, sep = sp["cls_token"], sp["sep_token"]
@@ -77,3 +97,12 @@ def cls_sep_template(vocab: dict[str, int], sp: dict[str, str]) -> processors.Po
         pair=f"{cls_}:0 $A:0 {sep}:0 $B:1 {sep}:1",
         special_tokens=[(cls_, vocab[cls_]), (sep, vocab[sep])],
     )
+
+
+def word_pieces(tokenizer, words: list[str], max_length: int) -> tuple[list[int], list[int]]:
+    """(piece ids with [CLS] ... [SEP], the word index of each piece or -1)."""
+    enc = tokenizer.backend.encode(words, is_pretokenized=True)
+    ids, wids = enc.ids[:max_length], [-1 if w is None else w for w in enc.word_ids][:max_length]
+    if len(enc.ids) > max_length:  # keep the closing [SEP]
+        ids[-1], wids[-1] = tokenizer.sep_token_id, -1
+    return ids, wids

@@ -10,6 +10,21 @@
     [train]                      # plait.training.config.TrainConfig
     max_steps = 2000
 
+A recipe may first run **stages** (pretraining, then fine-tuning; aligning a projector, then
+the whole model), each a ``[[stages]]`` table with a ``name`` and its own ``task``, ``[data]``
+and ``[train]`` keys over the recipe's (``[model]`` is shared)::
+
+    [[stages]]
+    name = "pretrain"            # trains into <train.out_dir>/pretrain
+    task = "mlm"
+    [stages.data]
+    ...
+    [stages.train]
+    max_steps = 3000
+
+Stages run in order, each starting from the one before (``init_from``), and the recipe's own
+task last, starting from the last stage, in ``train.out_dir``.
+
 Command-line overrides (``--train.lr 3e-4 --model.n_layer 4``) are applied to the TOML tree
 before the dataclasses are built, so they are coerced from each field's type and unknown keys
 fail the same way (``plait.config``). Every malformed value (a table where a name belongs, a
@@ -18,7 +33,7 @@ name where a table belongs) is one ``ConfigError`` naming the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +46,36 @@ from plait.training.tasks import TASKS
 
 @dataclass(frozen=True)
 class Recipe:
-    """A parsed recipe: the task name, the architecture, and the model, data, train configs."""
+    """A parsed recipe: the task name, the architecture, and the model, data, train configs;
+    ``stages`` (each a Recipe) run before it."""
 
     task: str
     arch: str
     model: Config
     data: Config
     train: TrainConfig
+    stages: tuple[Recipe, ...] = ()
+    name: str = ""  # a stage's name ("" for the recipe itself)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "model": {"arch": self.arch, **self.model.to_dict()},
-                "data": self.data.to_dict(), "train": self.train.to_dict()}
+        out = {"task": self.task, "model": {"arch": self.arch, **self.model.to_dict()},
+               "data": self.data.to_dict(), "train": self.train.to_dict()}
+        if self.stages:
+            out["stages"] = [{"name": s.name, "task": s.task, "data": s.data.to_dict(),
+                              "train": s.train.to_dict()} for s in self.stages]
+        return out
+
+    def runs(self) -> list[Recipe]:
+        """Every training run in order: the stages, then this recipe itself, each starting
+        from the one before."""
+        out: list[Recipe] = []
+        for stage in self.stages:
+            start = out[-1].train.out_dir if out else self.train.init_from
+            out.append(replace(stage, train=stage.train.replace(init_from=start)))
+        if out:
+            return [*out, replace(self, train=self.train.replace(init_from=out[-1].train.out_dir),
+                                  stages=())]
+        return [self]
 
 
 SECTIONS = ("model", "data", "train")
@@ -65,8 +99,9 @@ def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
     if not isinstance(tree, dict):
         raise ConfigError(f"a recipe is a table with task, model, data and train; got {tree!r}")
     for key in tree:
-        if key not in ("task", *SECTIONS):
-            raise ConfigError(f"unknown config key '{key}' (allowed: task, data, model, train)")
+        if key not in ("task", "stages", *SECTIONS):
+            raise ConfigError(f"unknown config key '{key}' (allowed: task, data, model, train,"
+                              " stages)")
     for key in SECTIONS:
         if not isinstance(tree.get(key, {}), dict):
             raise ConfigError(f"'{key}' must be a table ([{key}]), got {tree[key]!r}")
@@ -82,7 +117,40 @@ def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
         raise
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(str(e)) from None
-    return Recipe(task, arch, model, data, train)
+    stages = tuple(_stage(tree, i, stage) for i, stage in enumerate(_stage_tables(tree)))
+    return Recipe(task, arch, model, data, train, stages)
+
+
+def _stage_tables(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    stages = tree.get("stages", [])
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        raise ConfigError("'stages' must be a list of tables ([[stages]]), got"
+                          f" {stages!r}")
+    return stages
+
+
+def _stage(tree: dict[str, Any], i: int, stage: dict[str, Any]) -> Recipe:
+    """Stage ``i``: its own task, data and train keys over the recipe's; the recipe's model."""
+    where = f"stages[{i}]"
+    for key in stage:
+        if key not in ("name", "task", "data", "train"):
+            raise ConfigError(f"unknown config key '{where}.{key}' (allowed: name, task, data,"
+                              " train)")
+    name = stage.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"'{where}.name' must be a simple name (it names the stage's folder),"
+                          f" got {name!r}")
+    task = stage.get("task", tree.get("task", "lm"))
+    sub = {"task": task, "model": tree.get("model", {}),
+           "data": stage.get("data", tree.get("data", {}) if task == tree.get("task", "lm")
+                             else {}),
+           "train": {**tree.get("train", {}), **stage.get("train", {})}}
+    try:
+        recipe = recipe_from_dict(sub)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    out_dir = str(Path(recipe.train.out_dir) / name)
+    return replace(recipe, name=name, train=recipe.train.replace(out_dir=out_dir))
 
 
 def load_recipe(path: str | Path, overrides: dict[str, str] | None = None) -> Recipe:

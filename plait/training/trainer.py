@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from plait.checkpoint import WEIGHTS_NAME, load_weights_into
+from plait.checkpoint import WEIGHTS_NAME, load_weights_into, unique_state_dict
 from plait.io import atomic_write_text, read_safetensors
 from plait.loading import load
 from plait.models import model_classes
@@ -43,6 +44,7 @@ from plait.training.plotting import METRICS_NAME, PLOT_NAME, MetricsLog, plot_lo
 from plait.training.recipe import Recipe
 from plait.training.state import (
     RECIPE_NAME,
+    STATE_NAME,
     copy_file,
     load_trainer_state,
     rng_state,
@@ -61,19 +63,56 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
-    """A fresh model from ``[model]``, or the ``init_from`` folder to fine-tune (``plait.load``)."""
+    """A fresh model from ``[model]``, or one started from the ``init_from`` folder.
+
+    ``init_from``: the folder's architecture and config (``plait.load``, plait or Hugging
+    Face), adapted by the task (a classification head where a masked-LM head was, the labels'
+    count); every tensor the two models share by name and shape is copied, and the rest start
+    fresh (``start_from``)."""
     if not recipe.train.init_from:
         config = task.model_config(recipe.model)
         model = model_classes(recipe.arch)[1](config)
         task.init_model(model)
         return model.to(device)
-    model = load(recipe.train.init_from, device=device).train()
-    wanted = task.model_config(model.config)
-    if wanted != model.config:
-        diff = {k: v for k, v in wanted.to_dict().items() if model.config.to_dict()[k] != v}
-        raise ValueError(f"train.init_from {recipe.train.init_from} does not fit the data: the"
-                         f" task needs {diff}")
-    return model
+    source = load(recipe.train.init_from, device=device)
+    config = task.model_config(source.config)
+    if config == source.config:
+        return source.train()
+    model = type(source)(config)
+    start_from(model, source, recipe.train.init_from)
+    return model.to(device).train()
+
+
+def start_from(model: nn.Module, source: nn.Module, where: str) -> None:
+    """Copy into ``model`` every tensor ``source`` has under the same name; say which are new
+    (the fresh head) and which are left behind (the old head). A tensor both have with
+    different shapes is an error naming it: the two models do not fit."""
+    ours, theirs = unique_state_dict(model), unique_state_dict(source)
+    shared = [k for k in ours if k in theirs]
+    for k in shared:
+        if ours[k].shape != theirs[k].shape:
+            raise ValueError(f"train.init_from {where}: tensor '{k}' is {tuple(theirs[k].shape)}"
+                             f" there but {tuple(ours[k].shape)} in the model to train")
+    if not shared:
+        raise ValueError(f"train.init_from {where}: no tensor in common with the model to train")
+    model.load_state_dict({k: theirs[k] for k in shared}, strict=False)
+    new = [k for k in ours if k not in theirs]
+    left = [k for k in theirs if k not in ours]
+    if distributed_rank() == 0:
+        print(f"init_from {where}: {len(shared)} tensors loaded; new: {_names(new)}; left"
+              f" behind: {_names(left)}", flush=True)
+
+
+def _names(keys: list[str], n: int = 4) -> str:
+    if not keys:
+        return "none"
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def distributed_rank() -> int:
+    """This process's rank under torchrun (0 alone): only rank 0 reports."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def autocast(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -317,7 +356,32 @@ def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
 
 def train(recipe: Recipe, resume: bool = False,
           callbacks: Sequence[Callback] = ()) -> dict[str, float]:
-    """Run ``recipe`` (``resume``: continue from its ``out_dir``); returns the final metrics."""
+    """Run ``recipe`` (its stages first, then itself); returns the last run's final metrics.
+
+    ``resume``: a stage that already finished is skipped, and the first unfinished run
+    continues from its checkpoint (or starts, if it has none yet)."""
+    runs = recipe.runs()
+    metrics: dict[str, float] = {}
+    for i, run in enumerate(runs):
+        if len(runs) > 1 and distributed_rank() == 0:
+            label = run.name or "final"
+            print(f"== stage {i + 1} of {len(runs)}: {label} (task {run.task}) ->"
+                  f" {run.train.out_dir}", flush=True)
+        if resume and i < len(runs) - 1 and finished(run):
+            continue
+        # a stage not begun yet starts; a lone run asked to resume must have a checkpoint
+        again = resume and (len(runs) == 1 or (Path(run.train.out_dir) / STATE_NAME).is_file())
+        metrics = _train_one(run, again, callbacks)
+    return metrics
+
+
+def finished(run: Recipe) -> bool:
+    """The run's folder records a final evaluation: it completed."""
+    log = Path(run.train.out_dir) / METRICS_NAME
+    return log.is_file() and '"event": "final"' in log.read_text()
+
+
+def _train_one(recipe: Recipe, resume: bool, callbacks: Sequence[Callback]) -> dict[str, float]:
     try:
         metrics = Trainer(recipe, resume, callbacks).fit()
     except BaseException:

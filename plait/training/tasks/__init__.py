@@ -49,6 +49,10 @@ Batch = dict[str, Any]
 TASKS = Registry("task", {
     "lm": "plait.training.tasks.lm:LMTask",
     "clip": "plait.training.tasks.clip:ClipTask",
+    "translate": "plait.training.tasks.translate:TranslateTask",
+    "mlm": "plait.training.tasks.mlm:MLMTask",
+    "classify-speakers": "plait.training.tasks.classify:SpeakersTask",
+    "ner": "plait.training.tasks.ner:NERTask",
 })
 
 
@@ -128,6 +132,13 @@ class Task:
 
     def unit(self, metric: str) -> str:
         return self.units.get(metric, "")
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the task writes the files it builds (tokenizers): ``data.dir`` if the data
+        config has one set, else ``<train.out_dir>/data``."""
+        given = getattr(self.data, "dir", "")
+        return Path(given) if given else Path(self.train.out_dir) / "data"
 
 
 __all__ = ["TASKS", "Batch", "Task", "get_task", "mean_loss", "to_device"]

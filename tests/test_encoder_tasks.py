@@ -1,0 +1,185 @@
+"""The encoder and encoder–decoder tasks end to end on tiny models: data rules (held-out dates,
+numbers, speeches, frames and names never in training), recipes with stages, and the commands
+on the folders they leave (translate, classify, tag, eval), bad input included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from plait.cli.main import main
+from plait.data import ner, speakers, translate
+from plait.training import recipe_from_dict, train
+
+TINY_BERT = {"arch": "bert", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_inner": 64,
+             "block_size": 64, "dropout": 0.0}
+FAST = {"max_steps": 6, "warmup_steps": 2, "eval_interval": 0, "threads": 1, "progress": False,
+        "device": "cpu", "lr": 3e-3}
+
+
+# -- the held-out rules -----------------------------------------------------------------------
+def test_translation_data_never_trains_on_held_out_years_or_endings():
+    rows = translate.train_examples(0, 3, 1, 2000)
+    assert {e.kind for e in rows} == {"date", "number"}
+    for e in rows:
+        if e.kind == "date":
+            assert int(e.target[:4]) % 10 != 7
+        else:
+            assert int(e.target) % 100 != 37
+    held = translate.heldout_examples(0, 5)
+    assert {e.group for e in held} == {f"date-{x}" for x in translate.DATE_LOCALES} | {
+        f"number-{x}" for x in translate.NUMBER_LANGS}
+    assert all((int(e.target[:4]) % 10 == 7) if e.kind == "date" else
+               (int(e.target) % 100 == 37) for e in held)
+    assert translate.train_examples(0, 3, 1, 5) == translate.train_examples(0, 3, 1, 5)
+    alphabet = set(translate.alphabet())
+    assert all(set(e.source) <= alphabet for e in held)  # nothing unseen to tokenize
+
+
+def test_speaker_split_holds_out_every_tenth_speech_of_each_list():
+    text = "data/tinyshakespeare.txt"
+    top = speakers.speakers(text)
+    assert len(top) == speakers.N_SPEAKERS
+    train_set, held = speakers.speeches(text, "train"), speakers.speeches(text, "heldout")
+    theirs = sorted(train_set + held, key=lambda s: s.index)
+    assert [s.index for s in held] == [s.index for k, s in enumerate(theirs) if k % 10 == 9]
+    assert {s.speaker for s in held} == set(top)  # every speaker is tested
+    corpus = speakers.pretraining_text(text)
+    assert not {s.text for s in held} & set(corpus)  # not even for pretraining
+
+
+def test_ner_test_sentences_use_unseen_frames_and_names():
+    train_s, test_s = ner.sentences("train", 300), ner.sentences("heldout", 300)
+    train_frames, test_frames = set(ner.frames("train")), set(ner.frames("heldout"))
+    assert len(ner.FRAMES) >= 50 and not train_frames & test_frames
+    names = {t: {s.text[a:b] for s in train_s for t2, a, b in s.entities if t2 == t}
+             for t in ner.TYPES}
+    for s in test_s:
+        for t, a, b in s.entities:
+            assert s.text[a:b] not in names[t]
+    for s in train_s[:50]:  # tags agree with the entity spans
+        assert sum(tag.startswith("B-") for tag in s.tags) == len(s.entities)
+
+
+# -- the tasks, trained a few steps, and the commands on their folders ----------------------------
+@pytest.fixture(scope="module")
+def translate_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("translate")
+    train(recipe_from_dict({
+        "task": "translate",
+        "model": {"arch": "seq2seq", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_inner": 64,
+                  "pre_norm": True, "dropout": 0.0},
+        "data": {"batch_size": 8, "heldout_per_group": 2, "eval_per_group": 1,
+                 "decoder_dropout": 0.3},
+        "train": {**FAST, "out_dir": str(out)}}))
+    return out
+
+
+def test_translate_trains_and_reports_every_group(translate_run):
+    final = [json.loads(x) for x in (translate_run / "metrics.jsonl").read_text().splitlines()
+             if '"final"' in x][0]
+    for g in ("date-ru", "date-zh", "number-en"):
+        assert f"val_exact_{g}" in final and f"val_bleu_{g}" in final
+    assert "val_exact_beam4" in final
+
+
+def test_translate_command_and_its_errors(translate_run, capsys):
+    capsys.readouterr()
+    assert main(["translate", "--model", str(translate_run), "9 mars 2017", "trente-sept"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["translate", "--model", str(translate_run), "   "]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["translate", "--model", str(translate_run), "☃ snowman"]) == 2
+    err = capsys.readouterr().err
+    assert "not in the vocabulary" in err and err.count("\n") == 1
+    assert main(["eval", "--model", str(translate_run), "--task", "translate"]) == 0
+    assert "exact_date-ja" in capsys.readouterr().out
+
+
+def test_translate_on_a_gpt_folder_is_refused_by_name(tmp_path, capsys):
+    from plait.checkpoint import save_model
+    from plait.models import GPT, GPTConfig
+
+    save_model(GPT(GPTConfig(vocab_size=10, n_layer=1, n_head=2, n_embd=16, block_size=8)),
+               tmp_path)
+    assert main(["translate", "--model", str(tmp_path), "hello"]) == 2
+    assert "holds a GPT, not an encoder-decoder" in capsys.readouterr().err
+
+
+def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):
+    out = tmp_path / "speakers"
+    result = train(recipe_from_dict({
+        "task": "classify-speakers", "model": TINY_BERT,
+        "data": {"batch_size": 8, "max_length": 64},
+        "train": {**FAST, "out_dir": str(out)},
+        "stages": [{"name": "pretrain", "task": "mlm",
+                    "data": {"corpus": "speakers", "vocab_size": 300, "block_size": 64,
+                             "batch_size": 8, "eval_batches": 1}}]}))
+    printed = capsys.readouterr().out
+    assert "stage 1 of 2: pretrain (task mlm)" in printed and "stage 2 of 2: final" in printed
+    assert "new: pooler.dense.weight" in printed  # the classifier starts where MLM ended
+    capsys.readouterr()
+    assert (out / "pretrain" / "model.safetensors").is_file()
+    assert 0 <= result["val_accuracy"] <= 1 and 0 <= result["val_baseline_accuracy"] <= 1
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["head"] == "classify" and cfg["labels"] == list(speakers.speakers(
+        "data/tinyshakespeare.txt"))
+    assert main(["classify", "--model", str(out), "--probs", "O Romeo, Romeo!"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["label"] in cfg["labels"] and abs(sum(line["probs"].values()) - 1) < 1e-5
+    assert main(["tag", "--model", str(out), "Romeo"]) == 2  # a classifier is not a tagger
+    assert "'tag' head" in capsys.readouterr().err
+    assert train(recipe_from_dict({  # resuming a finished pretraining stage skips it
+        "task": "classify-speakers", "model": TINY_BERT,
+        "data": {"batch_size": 8, "max_length": 64},
+        "train": {**FAST, "out_dir": str(out), "max_steps": 8},
+        "stages": [{"name": "pretrain", "task": "mlm",
+                    "data": {"corpus": "speakers", "vocab_size": 300, "block_size": 64,
+                             "batch_size": 8, "eval_batches": 1}}]}), resume=True)["step"] == 8
+
+
+def test_ner_tags_words_and_the_command_gives_character_spans(tmp_path, capsys):
+    out = tmp_path / "ner"
+    train(recipe_from_dict({"task": "ner", "model": TINY_BERT,
+                            "data": {"batch_size": 8, "vocab_size": 400,
+                                     "vocab_sentences": 500, "heldout": 40},
+                            "train": {**FAST, "out_dir": str(out)}}))
+    text = "Anna Weber flew from Lyon to Genova on 3 March 2021."
+    capsys.readouterr()  # the training's own output
+    assert main(["tag", "--model", str(out), text]) == 0
+    spans = json.loads(capsys.readouterr().out)
+    assert isinstance(spans, list)
+    for e in spans:  # whatever a few steps learned, offsets point into the input
+        assert text[e["start"]:e["end"]] == e["text"] and e["type"] in ner.TYPES
+    assert main(["eval", "--model", str(out), "--task", "ner"]) == 0
+    assert "f1" in capsys.readouterr().out
+
+
+def test_first_piece_labels_ignore_continuations_and_specials():
+    from plait.data.ner import first_piece_labels
+
+    # [CLS] Wie ##loch ##-Bol runs across word 0; word 1 is one piece; [SEP]
+    assert first_piece_labels([-1, 0, 0, 0, 1, -1], [3, 0]) == [-100, 3, -100, -100, 0, -100]
+
+
+def test_bio_spans_merge_words_and_start_on_stray_inside_tags():
+    from plait.inference.bert import spans
+
+    text = "Anna Weber met Bosch GmbH"
+    offsets = [(0, 4), (5, 10), (11, 14), (15, 20), (21, 25)]
+    got = spans(text, offsets, ["B-PER", "I-PER", "O", "I-ORG", "I-ORG"])
+    assert got == [{"type": "PER", "text": "Anna Weber", "start": 0, "end": 10},
+                   {"type": "ORG", "text": "Bosch GmbH", "start": 15, "end": 25}]
+
+
+def test_label_smoothing_reduces_to_cross_entropy_and_handles_unpadded_batches():
+    from plait.training.losses import CrossEntropy
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(3, 5, 7, generator=g), torch.randint(0, 7, (3, 5), generator=g)
+    plain = torch.nn.functional.cross_entropy(logits.reshape(-1, 7), y.reshape(-1))
+    torch.testing.assert_close(CrossEntropy(0.0)(logits, y), plain)
+    smooth = CrossEntropy(0.1)(logits, y)  # no ignored position at all: no division by zero
+    assert torch.isfinite(smooth) and smooth > plain * 0.5
