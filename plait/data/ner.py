@@ -1,7 +1,8 @@
 """Sentences with people, places, organisations and dates, tagged word by word (BIO).
 
-Entities come from ``faker`` in :data:`LOCALES` (names, cities, countries, companies) and dates
-in several English styles; they fill :data:`FRAMES`, English sentence frames with slots
+Entities are drawn fresh for every sentence from ``faker`` in :data:`LOCALES` (names, cities,
+countries, companies) and dates in several English styles; they fill :data:`FRAMES`, English
+sentence frames with slots
 ``{PER}``, ``{LOC}``, ``{ORG}``, ``{DATE}``. Words are what BERT's pre-tokenizer splits
 (whitespace and punctuation), each tagged ``B-X`` / ``I-X`` / ``O``.
 
@@ -18,6 +19,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from faker import Faker
@@ -132,33 +134,43 @@ def is_held_out_entity(text: str) -> bool:
 DATE_STYLES = ("%B %-d, %Y", "%-d %B %Y", "%Y-%m-%d", "%d/%m/%Y", "%A, %B %-d, %Y")
 
 
-@lru_cache(maxsize=2)
-def entity_pool(split: Split, per_locale: int = 400) -> dict[str, tuple[str, ...]]:
-    """Entity strings of each type for one split, from faker (seeded, so fixed)."""
-    pools: dict[str, set[str]] = {t: set() for t in TYPES}
-    for loc in LOCALES:
-        fake = Faker(loc)
-        fake.seed_instance(zlib.crc32(loc.encode()))
-        for _ in range(per_locale):
-            pools["PER"].add(fake.name())
-            pools["LOC"].add(fake.city() if fake.random.random() < 0.7 else fake.country())
-            pools["ORG"].add(fake.company())
-            pools["DATE"].add(fake.date_between(start_date="-60y", end_date="+5y").strftime(
-                fake.random.choice(DATE_STYLES)))
-    keep = (lambda s: is_held_out_entity(s)) if split == "heldout" else (
-        lambda s: not is_held_out_entity(s))
-    return {t: tuple(sorted(s for s in pools[t] if keep(s))) for t in TYPES}
+@lru_cache(maxsize=1)
+def _fakers() -> dict[str, Faker]:
+    return {loc: Faker(loc) for loc in LOCALES}
+
+
+def draw(kind: str, split: Split, rng: random.Random) -> str:
+    """A fresh entity string of ``kind`` for ``split`` (faker, seeded from ``rng``): names,
+    cities or countries, companies from a random locale; dates in a random English style.
+    Strings of the other split are drawn again."""
+    while True:
+        fake = _fakers()[rng.choice(LOCALES)]
+        fake.seed_instance(rng.getrandbits(32))
+        if kind == "PER":
+            value = fake.name()
+        elif kind == "LOC":
+            value = fake.city() if rng.random() < 0.7 else fake.country()
+        elif kind == "ORG":  # a name with its legal form or partners ("Kaul e.V.", "Gray,
+            value = fake.company()  # Clark and Freeman"); a bare surname could be anyone
+            if len(value.split()) < 2:
+                continue
+        else:
+            day = fake.date_between(start_date="-60y", end_date="+5y")
+            value = day.strftime(rng.choice(DATE_STYLES))
+        if is_held_out_entity(value) == (split == "heldout"):
+            return value
 
 
 _PRE = pre_tokenizers.BertPreTokenizer()
 
 
-def fill(frame: str, rng: random.Random, pool: dict[str, tuple[str, ...]]) -> Sentence:
-    """The frame with its slots filled from ``pool``, split into tagged words."""
+def fill(frame: str, rng: random.Random, split: Split) -> Sentence:
+    """The frame with its slots filled by fresh entities of the split, split into tagged
+    words."""
     text, entities, pos = "", [], 0
     for m in re.finditer(r"\{(PER|LOC|ORG|DATE)\}", frame):
         text += frame[pos:m.start()]
-        value = rng.choice(pool[m.group(1)])
+        value = draw(m.group(1), split, rng)
         entities.append((m.group(1), len(text), len(text) + len(value)))
         text += value
         pos = m.end()
@@ -180,18 +192,51 @@ def _first_word(text: str, entity_start: int, word_start: int) -> bool:
     return not text[entity_start:word_start].strip()
 
 
+@lru_cache(maxsize=1)
+def common_words(path: str = "data/tinyshakespeare.txt") -> tuple[str, ...]:
+    """Lower-case English words (tiny Shakespeare's), to vary the frames' own words."""
+    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    return tuple(sorted({w for w in re.findall(r"\b[a-z]{2,}\b", text)}))
+
+
+def vary(frame: str, rng: random.Random, p: float) -> str:
+    """The frame with each of its own words replaced, with probability ``p``, by a random
+    English word (capitalised where the frame's word was: a sentence's first word): the words
+    around an entity then vary as much as the entity does, and a model cannot learn that an
+    unfamiliar word, or a capital at the start, must be a name."""
+    words = common_words()
+    if p <= 0 or not words:
+        return frame
+
+    def swap(m: re.Match) -> str:
+        if rng.random() >= p:
+            return m.group(0)
+        word = rng.choice(words)
+        return word.capitalize() if m.group(0)[0].isupper() else word
+
+    return re.sub(r"(?<![{\w])[A-Za-z][a-z]+(?![\w}])", swap, frame)
+
+
 def sentences(split: Split, n: int, seed: int = 0) -> list[Sentence]:
     """``n`` sentences of a split (a pure function of split, n and seed)."""
     rng = random.Random(f"ner/{split}/{seed}")
-    fs, pool = frames(split), entity_pool(split)
-    return [fill(rng.choice(fs), rng, pool) for _ in range(n)]
+    fs = frames(split)
+    return [fill(rng.choice(fs), rng, split) for _ in range(n)]
 
 
-def batch_sentences(seed: int, step: int, micro: int, n: int) -> list[Sentence]:
-    """The training sentences of micro-batch (step, micro)."""
+def batch_sentences(seed: int, step: int, micro: int, n: int, vary_words: float = 0.0,
+                    join: float = 0.0) -> list[Sentence]:
+    """The training sentences of micro-batch (step, micro). ``vary_words``: see :func:`vary`;
+    ``join``: the share of examples made of two frames in a row, so that capitals and
+    entities also meet sentence boundaries in the middle of a text."""
     rng = random.Random(f"ner/train/{seed}/{step}/{micro}")
-    fs, pool = frames("train"), entity_pool("train")
-    return [fill(rng.choice(fs), rng, pool) for _ in range(n)]
+    fs = frames("train")
+
+    def frame() -> str:
+        return vary(rng.choice(fs), rng, vary_words)
+
+    return [fill(f"{frame()} {frame()}" if rng.random() < join else frame(), rng, "train")
+            for _ in range(n)]
 
 
 def first_piece_labels(word_ids: list[int], tags: list[int]) -> list[int]:

@@ -122,8 +122,8 @@ class BartFamily(Family):
     FIELDS = (*SEQ2SEQ_FIELDS, Field("activation_function", "mlp", "gelu", ACTIVATIONS),
               Field("forced_eos_token_id", "forced_eos_token_id", 2))
     LAYOUT = {"pre_norm": False, "norm": "layernorm", "bias": True, "pos_encoding": "learned",
-              "pos_offset": 2, "embed_norm": True, "final_logits_bias": True,
-              "head_scale": False, "attn_scale": None}
+              "decoder_pos_encoding": None, "pos_offset": 2, "embed_norm": True,
+              "final_logits_bias": True, "head_scale": False, "attn_scale": None}
 
     def rules(self, config: Seq2SeqConfig) -> list[Rule]:
         return seq2seq_rules(config, positions=True, embed_norm=True)

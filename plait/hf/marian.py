@@ -33,7 +33,7 @@ class MarianFamily(Family):
     FIELDS = (*SEQ2SEQ_FIELDS, Field("activation_function", "mlp", "gelu", ACTIVATIONS),
               Field("share_encoder_decoder_embeddings", "share_embeddings", True),
               Field("forced_eos_token_id", "forced_eos_token_id", None))
-    LAYOUT = {"pre_norm": False, "norm": "layernorm", "bias": True,
+    LAYOUT = {"pre_norm": False, "norm": "layernorm", "bias": True, "decoder_pos_encoding": None,
               "pos_encoding": "sinusoidal", "sinusoid_layout": "halves", "pos_offset": 0,
               "embed_norm": False, "final_logits_bias": True, "head_scale": False,
               "attn_scale": None}

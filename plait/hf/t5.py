@@ -73,6 +73,7 @@ class T5Family(Family):
         Field("eos_token_id", "eos_token_id", 1),
     )
     LAYOUT = {"pre_norm": True, "norm": "rmsnorm", "bias": False, "pos_encoding": "relative",
+              "decoder_pos_encoding": None,
               "embed_scale": False, "embed_norm": False, "share_embeddings": True,
               "final_logits_bias": False, "attn_scale": 1.0}
 

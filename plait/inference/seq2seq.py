@@ -46,7 +46,7 @@ class Translator:
 
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = []
-        limit = self.model.max_len
+        limit = self.model.max_source_len
         for text in texts:
             if not text.strip():
                 raise ValueError("an empty text: give something to translate")

@@ -41,6 +41,7 @@ from plait.nn import (
     AttnInputs,
     Learned,
     Linear,
+    NoPositions,
     PositionEncoding,
     PostNormBlock,
     PreNormBlock,
@@ -73,6 +74,9 @@ class Seq2SeqConfig(TransformerConfig):
     dropout: float = 0.1
     pre_norm: bool = False  # x + f(norm(x)) with a final norm per stack; else norm(x + f(x))
     pos_encoding: Literal["sinusoidal", "learned", "relative"] = "sinusoidal"
+    # the decoder's own, when it differs (None: pos_encoding); e.g. sinusoidal positions for
+    # the encoder, whose states cross-attention reads by position, relative ones for the decoder
+    decoder_pos_encoding: Literal["sinusoidal", "learned", "relative", "none"] | None = None
     sinusoid_layout: Literal["interleaved", "halves"] = "interleaved"  # Marian/fairseq: halves
     pos_offset: int = 0  # learned positions start at this row of the table (BART: 2)
     rel_buckets: int = 32  # relative positions: buckets and the largest distance told apart
@@ -110,9 +114,12 @@ class Seq2SeqConfig(TransformerConfig):
 
 def make_positions(c: Seq2SeqConfig, decoder: bool) -> PositionEncoding:
     """One stack's positions: a table, fixed sinusoids, or T5's bucketed relative bias."""
-    if c.pos_encoding == "learned":
+    kind = c.decoder_pos_encoding if decoder and c.decoder_pos_encoding else c.pos_encoding
+    if kind == "none":  # causal attention alone tells a decoder where it is (NoPE)
+        return NoPositions()
+    if kind == "learned":
         return Learned(c.block_size + c.pos_offset, c.n_embd)
-    if c.pos_encoding == "sinusoidal":
+    if kind == "sinusoidal":
         return Sinusoidal(c.n_embd, halves=c.sinusoid_layout == "halves")
     return RelativeBias(c.n_head, c.rel_buckets, c.rel_max_distance, bidirectional=not decoder)
 
@@ -152,7 +159,7 @@ class Seq2Seq(nn.Module):
         c = self.config
         T = ids.shape[1]
         positions = torch.arange(start, start + T, device=ids.device)[None]  # (1, T)
-        if c.pos_encoding == "learned" and start + T > c.block_size:
+        if isinstance(pos, Learned) and start + T > c.block_size:
             raise ValueError(f"sequence length {start + T} exceeds block_size {c.block_size}")
         x = table(ids)
         if c.embed_scale:
@@ -226,8 +233,14 @@ class Seq2Seq(nn.Module):
 
     # -- the decoding protocol (plait.generation.Decoder), over the decoder ---------------------
     @property
+    def max_source_len(self) -> int | None:
+        """The encoder's longest source (a learned table's rows), or None."""
+        return self.config.block_size if isinstance(self.enc_pos, Learned) else None
+
+    @property
     def max_len(self) -> int | None:
-        return self.config.block_size if self.config.pos_encoding == "learned" else None
+        """The decoder's longest sequence (a learned table's rows), or None."""
+        return self.config.block_size if isinstance(self.dec_pos, Learned) else None
 
     def setup_cache(self, batch: int, max_len: int) -> None:
         gemv_layout(self)

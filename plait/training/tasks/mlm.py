@@ -34,8 +34,10 @@ class MLMData(Config):
     """``[data]`` for masked-LM pretraining."""
 
     text: str = "data/tinyshakespeare.txt"
-    corpus: Literal["text", "speakers"] = "text"  # speakers: without the held-out speeches
+    # speakers: without the held-out speeches; ner: the text and training NER sentences
+    corpus: Literal["text", "speakers", "ner"] = "text"
     vocab_size: int = 4000  # WordPiece vocabulary learned from the corpus
+    cased: bool = False  # keep capitals (a tagger needs them)
     block_size: int = 128  # pieces per row, [CLS] and [SEP] included
     batch_size: int = 32
     mask_prob: float = 0.15
@@ -61,7 +63,14 @@ def corpus(data: MLMData) -> list[str]:
     path = Path(data.text)
     if not path.is_file():
         raise FileNotFoundError(f"data.text not found: {path}")
-    return [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    segments = [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    if data.corpus == "ner":  # and sentences like the tagger's (its training split only)
+        from plait.data.ner import batch_sentences
+
+        sentences = batch_sentences(0, -2, 0, 20_000, vary_words=0.3)
+        segments += [" ".join(s.text for s in sentences[i:i + 8])
+                     for i in range(0, len(sentences), 8)]
+    return segments
 
 
 class MLMTask(Task):
@@ -73,7 +82,8 @@ class MLMTask(Task):
     def __init__(self, data: MLMData, train: TrainConfig, d: Dist):
         super().__init__(data, train, d)
         segments = corpus(data)
-        self.tokenizer = WordPieceTokenizer.train(segments, data.vocab_size)
+        self.tokenizer = WordPieceTokenizer.train(segments, data.vocab_size,
+                                                  do_lower_case=not data.cased)
         t = self.tokenizer
         self.specials = (t.pad_token_id, t.unk_token_id, t.cls_token_id, t.sep_token_id,
                          t.mask_token_id)
@@ -119,12 +129,15 @@ class MLMTask(Task):
         batch = self.masked(self.rows(self.train_ids, starts), g)  # the whole global batch
         return {k: v[r * B // W:(r + 1) * B // W] for k, v in batch.items()}
 
-    def logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        """Through the (possibly DDP-wrapped) encoder, then its masked-LM head: (B, T, V)."""
-        return unwrap(model).head(model(batch["input_ids"]))
+    def logits(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(logits (N, V), labels (N,)) of the N chosen tokens: the encoder runs over every
+        position, the masked-LM head (the vocabulary-wide matmul) over the chosen ones only."""
+        hidden = model(batch["input_ids"])  # (B, T, C), through DDP when wrapped
+        chosen = batch["labels"] != IGNORE_INDEX  # (B, T)
+        return unwrap(model).head(hidden[chosen]), batch["labels"][chosen]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return self.criterion(self.logits(model, batch), batch["labels"])
+        return self.criterion(*self.logits(model, batch))
 
     def count(self, batch: Batch) -> int:
         return int((batch["labels"] != IGNORE_INDEX).sum())
@@ -139,8 +152,8 @@ class MLMTask(Task):
         batches = [self.masked(rows[i:i + 32], g) for i in range(0, len(rows), 32)][:limit]
         mine = batches[self.dist.rank::self.dist.world]
         plain = CrossEntropy()
-        return {"loss": mean_loss(lambda m, b: plain(self.logits(m, b), b["labels"]),
-                                  model, mine, self.count, self.dist, device)}
+        return {"loss": mean_loss(lambda m, b: plain(*self.logits(m, b)), model, mine,
+                                  self.count, self.dist, device)}
 
     def files(self) -> list[Path]:
         return [self.data_dir / "tokenizer.json"]

@@ -34,10 +34,12 @@ class NERData(Config):
     """``[data]`` for the entity tagger."""
 
     batch_size: int = 32
-    vocab_size: int = 6000  # cased WordPiece learned from training sentences
+    vocab_size: int = 8000  # cased WordPiece learned from training sentences and English words
     vocab_sentences: int = 20000  # how many training sentences the vocabulary is learned from
     heldout: int = 1000  # held-out sentences in the final evaluation (periodic: a fifth)
     max_length: int = 96
+    vary_words: float = 0.6  # share of a frame's own words swapped for random English words
+    join: float = 0.5  # share of training examples made of two frames in a row
     seed: int = 0
     dir: str = ""  # where tokenizer.json is written; "" = <train.out_dir>/data
 
@@ -69,9 +71,12 @@ class NERTask(Task):
 
         if self.train.init_from:
             return load_tokenizer(self.train.init_from)
-        texts = [s.text for s in data.sentences("train", self.data.vocab_sentences,
-                                                self.data.seed)]
-        return WordPieceTokenizer.train(texts, self.data.vocab_size, do_lower_case=False)
+        # the training sentences (varied as in training) and the English they vary with
+        texts = [s.text for s in data.batch_sentences(self.data.seed, -1, 0,
+                                                      self.data.vocab_sentences,
+                                                      self.data.vary_words)]
+        return WordPieceTokenizer.train([*texts, " ".join(data.common_words())],
+                                        self.data.vocab_size, do_lower_case=False)
 
     def model_config(self, config: Config) -> Config:
         # pieces per text: the data's cap, within what the model's positions reach
@@ -94,7 +99,8 @@ class NERTask(Task):
 
     def train_batch(self, step: int, micro: int) -> Batch:
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
-        rows = data.batch_sentences(self.data.seed + self.train.seed, step, micro, B)
+        rows = data.batch_sentences(self.data.seed + self.train.seed, step, micro, B,
+                                    self.data.vary_words, self.data.join)
         return self.batch(rows[r * B // W:(r + 1) * B // W])
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
