@@ -38,6 +38,24 @@ def test_translation_data_never_trains_on_held_out_years_or_endings():
     assert all(set(e.source) <= alphabet for e in held)  # nothing unseen to tokenize
 
 
+def test_translate_tokenizer_reads_every_word_as_one_token():
+    """Each month, weekday and number word of the sources is a single token (so "тридцать" and
+    "триста" are two symbols); digits stay characters; decoding gives the text back."""
+    from plait.text.char import LETTERS, CharTokenizer
+
+    text = translate.vocabulary_text().replace("\n", " ")
+    tok = CharTokenizer.train(text, ("<pad>", "<s>", "</s>"), min_word_count=1)
+    rows = translate.train_examples(0, 0, 0, 300) + translate.heldout_examples(0, 5)
+    for e in rows:
+        ids = tok.encode(e.source)
+        words = [w for w in LETTERS.findall(e.source) if len(w) > 1]
+        assert all(w in tok.word_ids for w in words), e.source
+        assert len(ids) == len(e.source) - sum(len(w) - 1 for w in words)
+        assert tok.decode(ids) == e.source
+        assert tok.encode(e.target) == [tok.stoi[c] for c in e.target]
+    assert tok.encode("тридцать")[0] != tok.encode("триста")[0]
+
+
 def test_speaker_split_holds_out_every_tenth_speech_of_each_list():
     text = "data/tinyshakespeare.txt"
     top = speakers.speakers(text)

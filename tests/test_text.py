@@ -111,6 +111,22 @@ def test_char_tokenizer_round_trip_and_save(tmp_path):
     assert isinstance(again, CharTokenizer) and again.chars == tok.chars
 
 
+def test_char_tokenizer_word_tokens(tmp_path):
+    """Known words are one token each, unknown ones are spelled out, digits and punctuation stay
+    characters; decode gives back exactly the text; the words survive save and load."""
+    tok = CharTokenizer.train("mars mars avril 2017, le 9 mars", ("<pad>",), min_word_count=2)
+    assert tok.words == ["mars"] and tok.vocab_size == 1 + len(tok.chars) + 1
+    ids = tok.encode("9 mars, avril")
+    assert ids[2] == tok.word_ids["mars"] and len(ids) == 2 + 1 + 2 + 5
+    for text in ("9 mars, avril", "marsmars mars", "", "2017", "  mars  "):
+        assert tok.decode(tok.encode(text)) == text
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.words == ["mars"] and again.encode("le mars") == tok.encode("le mars")
+    with pytest.raises(ValueError, match="words must be"):
+        CharTokenizer(list("ab"), words=["ac"])
+
+
 def test_char_tokenizer_refuses_unknown_characters():
     tok = CharTokenizer.train("abc ")
     with pytest.raises(ValueError) as e:

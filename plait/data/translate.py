@@ -107,22 +107,26 @@ def heldout_examples(seed: int, per_group: int, date_locales: tuple[str, ...] = 
     return out
 
 
-def alphabet(date_locales: tuple[str, ...] = DATE_LOCALES,
-             number_langs: tuple[str, ...] = NUMBER_LANGS) -> str:
-    """Every character a source or target can hold: each month and weekday in each style of
-    each locale, and the words of every number part, plus digits and the ISO dash."""
-    chars = set("0123456789-")
+def vocabulary_text(date_locales: tuple[str, ...] = DATE_LOCALES,
+                    number_langs: tuple[str, ...] = NUMBER_LANGS) -> str:
+    """Text holding every character and every word a source can hold, one item per line: each
+    month and weekday in each style of each locale, every number below 1,000 and every whole
+    thousand written out, plus digits and the ISO dash."""
+    lines = ["0123456789-"]
     for lang in date_locales:
         for month in range(1, 13):
             for day in range(1, 8):  # 2024-01-01 is a Monday: seven days, every weekday
                 d = datetime.date(2024, month, day)
-                for style in STYLES:
-                    chars |= set(_clean(format_date(d, style, locale=lang)))
+                lines += [_clean(format_date(d, style, locale=lang)) for style in STYLES]
     for lang in number_langs:
-        for n in (*range(0, 101), *range(100, 1000, 100), 1000, 2000, 10_000, 100_000, 101_101,
-                  123_456, 999_999):
-            chars |= set(_words(n, lang))
-    return "".join(sorted(chars))
+        lines += [_words(n, lang) for n in (*range(0, 1000), *range(1000, MAX_NUMBER, 1000))]
+    return "\n".join(lines)
+
+
+def alphabet(date_locales: tuple[str, ...] = DATE_LOCALES,
+             number_langs: tuple[str, ...] = NUMBER_LANGS) -> str:
+    """Every character a source or target can hold (of :func:`vocabulary_text`)."""
+    return "".join(sorted(set(vocabulary_text(date_locales, number_langs)) - {"\n"}))
 
 
 def _days_in(year: int, month: int) -> int:

@@ -11,11 +11,19 @@ outside the vocabulary is an error, because the model never saw it.
 A model that needs markers (an encoder-decoder: padding, the decoder's start, the end of a
 target) adds ``specials=("<pad>", "<s>", "</s>")``: they take ids 0, 1, 2 before the
 characters, ``encode`` never produces them, and ``decode`` leaves them out.
+
+``words=[...]`` adds whole words after the characters: a run of letters that is one of them is
+one token ("тридцать", "mars"), any other run is spelled out character by character; digits,
+spaces and punctuation are always single characters. A model then sees "тридцать" and
+"триста" as two symbols rather than two spellings that share "три", while ``decode`` still
+returns exactly the text that was encoded.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 from plait.io import atomic_write_text
@@ -25,27 +33,45 @@ CHAR_TYPE = "plait-char"
 
 
 SPECIAL_NAMES = {"pad": "<pad>", "bos": "<s>", "eos": "</s>"}
+LETTERS = re.compile(r"[^\W\d_]+")  # a run of letters (any script): what a word token is
 
 
 class CharTokenizer:
     """Characters <-> ids; ``CharTokenizer.train(text)`` builds the vocabulary."""
 
-    def __init__(self, chars: list[str], specials: tuple[str, ...] | list[str] = ()):
+    def __init__(self, chars: list[str], specials: tuple[str, ...] | list[str] = (),
+                 words: tuple[str, ...] | list[str] = ()):
         if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise ValueError("CharTokenizer needs a non-empty list of distinct single characters")
         if len(set(specials)) != len(specials) or any(len(t) < 2 for t in specials):
             raise ValueError(f"special tokens must be distinct and longer than one character,"
                              f" got {list(specials)}")
+        bad = [w for w in words if len(w) < 2 or not LETTERS.fullmatch(w)
+               or not set(w) <= set(chars)]
+        if bad or len(set(words)) != len(words):
+            raise ValueError(f"words must be distinct runs of two or more letters of the "
+                             f"vocabulary's characters, got {bad[:5] or 'duplicates'}")
         self.specials = list(specials)
         self.chars = list(chars)
+        self.words = list(words)
         n = len(self.specials)
         self.stoi = {c: n + i for i, c in enumerate(self.chars)}
+        self.word_ids = {w: n + len(self.chars) + i for i, w in enumerate(self.words)}
+        self.itos = [*self.specials, *self.chars, *self.words]
 
     @classmethod
-    def train(cls, text: str, specials: tuple[str, ...] = ()) -> CharTokenizer:
+    def train(cls, text: str, specials: tuple[str, ...] = (), min_word_count: int = 0
+              ) -> CharTokenizer:
+        """Every character of ``text``; with ``min_word_count``, also every run of letters
+        found at least that many times (word tokens, most frequent first)."""
         if not text:
             raise ValueError("cannot build a character vocabulary from empty text")
-        return cls(sorted(set(text)), specials)
+        words: tuple[str, ...] = ()
+        if min_word_count > 0:
+            counts = Counter(w for w in LETTERS.findall(text) if len(w) > 1)
+            words = tuple(sorted((w for w, k in counts.items() if k >= min_word_count),
+                                 key=lambda w: (-counts[w], w)))
+        return cls(sorted(set(text)), specials, words)
 
     def _special(self, kind: str) -> int | None:
         name = SPECIAL_NAMES[kind]
@@ -68,12 +94,20 @@ class CharTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.specials) + len(self.chars)
+        return len(self.itos)
 
     def encode(self, text: str) -> list[int]:
         stoi = self.stoi
         try:
-            return [stoi[c] for c in text]
+            if not self.words:
+                return [stoi[c] for c in text]
+            out, end = [], 0
+            for m in LETTERS.finditer(text):
+                out += [stoi[c] for c in text[end:m.start()]]
+                word = self.word_ids.get(m.group())
+                out += [word] if word is not None else [stoi[c] for c in m.group()]
+                end = m.end()
+            return out + [stoi[c] for c in text[end:]]
         except KeyError:
             unknown = [(i, c) for i, c in enumerate(text) if c not in stoi]
             shown = ", ".join(f"{c!r} at position {i}" for i, c in unknown[:5])
@@ -90,19 +124,23 @@ class CharTokenizer:
         if bad:
             raise ValueError(f"token id(s) {bad[:5]} outside the vocabulary [0, {self.vocab_size})")
         n = len(self.specials)
-        return "".join(self.chars[i - n] for i in ids if i >= n)
+        return "".join(self.itos[i] for i in ids if i >= n)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / TOKENIZER_FILE
         data = {"type": CHAR_TYPE, "version": 1, "chars": self.chars}
         if self.specials:
             data["specials"] = self.specials
+        if self.words:
+            data["words"] = self.words
         atomic_write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
-        return cls(list(data["chars"]), tuple(data.get("specials", ())))
+        return cls(list(data["chars"]), tuple(data.get("specials", ())),
+                   tuple(data.get("words", ())))
 
     def __repr__(self) -> str:
-        return f"CharTokenizer(vocab_size={self.vocab_size})"
+        words = f", words={len(self.words)}" if self.words else ""
+        return f"CharTokenizer(vocab_size={self.vocab_size}{words})"

@@ -1,8 +1,9 @@
 """Translation into canonical form: written dates and numbers (``plait.data.translate``).
 
-An encoder–decoder (``arch = "seq2seq"``) reads the characters of "jeudi 9 mars 2017" and
-writes "2017-03-09". Batches: the source's characters (right-padded), the decoder input (start
-token + target) and the labels (target + end token, padding ignored). The loss is
+An encoder–decoder (``arch = "seq2seq"``) reads "jeudi 9 mars 2017" (its words as single
+tokens, the rest as characters) and writes the characters of "2017-03-09". Batches: the
+source's tokens (right-padded), the decoder input (start token + target) and the labels
+(target + end token, padding ignored). The loss is
 cross-entropy with ``train.label_smoothing``; the evaluation decodes the held-out set (years
 ending in 7, numbers ending in 37: never trained on) and reports exact match and sacreBLEU,
 overall and per kind and language (:mod:`plait.evaluation.translate`).
@@ -41,6 +42,9 @@ class TranslateData(Config):
     # share of the decoder's input tokens (after the start token) hidden while training: the
     # decoder must then read the source rather than continue the outputs it has seen before
     decoder_dropout: float = 0.0
+    # whole words of the sources (month, weekday and number words) as single tokens, the rest
+    # characters: "тридцать" and "триста" are then two symbols, not spellings sharing "три"
+    words: bool = True
     dir: str = ""  # where tokenizer.json is written; "" = <train.out_dir>/data
     seed: int = 0
 
@@ -72,7 +76,8 @@ class TranslateTask(Task):
                              f" {d.world} ranks")
         self.langs = {"date_locales": tuple(data_cfg.date_locales),
                       "number_langs": tuple(data_cfg.number_langs)}
-        self.tokenizer = CharTokenizer.train(data.alphabet(**self.langs), SPECIALS)
+        text = data.vocabulary_text(**self.langs).replace("\n", " ")
+        self.tokenizer = CharTokenizer.train(text, SPECIALS, min_word_count=int(data_cfg.words))
         self.criterion = CrossEntropy(train.label_smoothing)
         if d.is_main:
             self.data_dir.mkdir(parents=True, exist_ok=True)
