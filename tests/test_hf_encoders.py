@@ -130,3 +130,32 @@ def test_albert_with_several_layer_groups_is_refused_by_name(tmp_path, field, va
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=field):
         plait.load(tmp_path)
+
+
+@pytest.mark.parametrize("options", [{"pos_encoding": "rope"}, {"pre_norm": True},
+                                     {"pos_encoding": "rope", "pre_norm": True},
+                                     {"pooling": "mean"}])
+def test_rotary_pre_norm_and_mean_pooled_encoders_pad_pool_and_refuse_export(options, tmp_path):
+    """The options no Hugging Face BERT has: padding never changes the real tokens' states, the
+    pooled vector (for [CLS], its last layer run for [CLS] alone) equals the full pass's, and
+    export refuses by naming the field."""
+    torch.manual_seed(0)
+    model = Bert(BertConfig(vocab_size=60, n_layer=2, n_head=4, n_embd=32, n_inner=40,
+                            block_size=40, dropout=0.0, **options)).eval()
+    ids, mask = batch()
+    with torch.no_grad():
+        h = model(ids, mask)
+        for i in range(len(ids)):
+            n = int(mask[i].sum())
+            torch.testing.assert_close(h[i, :n], model(ids[i:i + 1, :n])[0], atol=1e-5, rtol=0)
+        pooled = model.pooled(ids, mask)
+        torch.testing.assert_close(pooled, model.pool(h, mask), atol=1e-5, rtol=0)
+        if "pooling" in options:  # the mean of the real tokens, through the pooler
+            n = int(mask[2].sum())
+            torch.testing.assert_close(pooled[2], model.pooler(h[2:3, :n].mean(1, keepdim=True))[0])
+        else:
+            torch.testing.assert_close(pooled, model.pooler(h), atol=1e-5, rtol=0)
+    if "pos_encoding" in options:
+        assert not any("pos" in name for name, _ in model.named_parameters())  # no table
+    with pytest.raises(ValueError, match=sorted(options)[-1]):
+        plait.hf.export(model, tmp_path)

@@ -4,6 +4,7 @@ crash-safe checkpoints, early stopping, fine-tuning from a folder."""
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -203,6 +204,22 @@ def test_init_from_fine_tunes_a_saved_model(data_dir, tmp_path):
     base, ft = plait.load(tmp_path / "base"), plait.load(tmp_path / "ft")
     for (name, p), q in zip(base.state_dict().items(), ft.state_dict().values(), strict=True):
         assert torch.equal(p, q), name  # lr 0: the fine-tuned copy starts from the base weights
+
+
+def test_init_from_takes_the_recipes_own_model_keys_over_the_folders(data_dir, tmp_path):
+    """A key the fine-tuning recipe sets (dropout here) wins over the folder's config; keys it
+    leaves out are the folder's; a key that would change a weight's shape is refused by name."""
+    train(recipe(data_dir, tmp_path / "base", max_steps=2))
+    tree = recipe(data_dir, tmp_path / "ft", max_steps=1, init_from=str(tmp_path / "base"))
+    assert tree.model_keys == ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+    r = recipe_from_dict({**tree.to_dict(), "model": {"dropout": 0.3}})
+    r = replace(r, train=tree.train)
+    train(r)
+    ft = plait.load(tmp_path / "ft")
+    assert ft.config.dropout == 0.3 and ft.config.n_embd == 32
+    wider = replace(r, model=tree.model.replace(n_embd=64), model_keys=("n_embd",))
+    with pytest.raises(ValueError, match="init_from .*tensor"):
+        train(replace(wider, train=r.train.replace(out_dir=str(tmp_path / "wide"))))
 
 
 def test_demo_samples_past_the_context_with_a_sliding_window(data_dir, tmp_path):

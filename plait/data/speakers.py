@@ -6,8 +6,9 @@ speeches. **Held out**: those speakers' speeches are numbered in file order from
 speech whose number ends in 9 is held out, from pretraining as well as from fine-tuning (the
 file is in play order, so a split by position would leave most speakers out of the test).
 
-:func:`pretraining_text` is the whole file without the held-out speeches, for masked-LM
-pretraining; :func:`speeches` gives the labelled training or held-out speeches.
+:func:`pretraining_text` is the whole file without the held-out speeches (name lines
+included), for masked-LM pretraining; :func:`speeches` gives the labelled training or
+held-out speeches.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def speeches(path: str | Path, split: Literal["train", "heldout"]) -> list[Speec
 
 
 def pretraining_text(path: str | Path) -> list[str]:
-    """Every speech of the file (any speaker) that is not held out: the masked-LM corpus."""
+    """The rest of the text, for masked-LM pretraining: every speech of the file (any speaker)
+    that is not held out, with its ``NAME:`` line, as the file has it. A held-out speech is
+    gone with its name line; a training speech's name is no more than fine-tuning sees."""
     all_speeches, _, held = _load(str(path))
-    return [s.text for s in all_speeches if s.index not in held]
+    return [f"{s.speaker}:\n{s.text}" for s in all_speeches if s.index not in held]

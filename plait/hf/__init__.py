@@ -66,12 +66,24 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
 
 
 def family_of_model(model: nn.Module) -> Family:
+    """The family that writes ``model``; else an error naming the settings that no family of
+    its class can express (a rotary or pre-norm Bert), or the classes that can be written."""
+    near = []
     for model_type in FAMILIES:
         fam = FAMILIES.get(model_type)()
         if fam.exports(model):
             return fam
-    raise ValueError(f"cannot export {type(model).__name__} to Hugging Face format (supported:"
-                     " GPT as GPT-2, Bert, ViT, CLIP)")
+        if type(model) is fam.model_class:
+            off = [k for k, v in fam.LAYOUT.items() if getattr(model.config, k) != v]
+            near.append((len(off), model_type, off))
+    name = type(model).__name__
+    if near and min(near)[2]:
+        _, model_type, off = min(near)
+        shown = ", ".join(f"{k}={getattr(model.config, k)!r}" for k in off)
+        raise ValueError(f"cannot export {name} to Hugging Face format: {shown} has no"
+                         f" {model_type} equivalent")
+    raise ValueError(f"cannot export {name} to Hugging Face format (supported: GPT as GPT-2,"
+                     " Bert, ViT, CLIP, Seq2Seq as BART, Marian or T5)")
 
 
 def export(model: nn.Module, folder: str | Path, extra: dict[str, Any] | None = None) -> None:

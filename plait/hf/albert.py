@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from plait.hf.bert import (
+    PLAIT_ONLY,
     BertFamily,
     _pair,
     classifier_rules,
@@ -42,7 +43,7 @@ class AlbertFamily(BertFamily):
         Field("classifier_dropout_prob", "classifier_dropout", 0.1),
         Field("tie_word_embeddings", "tie_embeddings", True),
     )
-    LAYOUT = {"share_layers": True, "pos_offset": 0}
+    LAYOUT = {"share_layers": True, "pos_offset": 0, **PLAIT_ONLY}
 
     def rules(self, config: BertConfig) -> list[Rule]:
         E = "albert.embeddings"

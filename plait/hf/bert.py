@@ -79,6 +79,10 @@ def normalize_layernorm_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
             .replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in state.items()}
 
 
+# BertConfig options no Hugging Face encoder has: every family needs them at these values
+PLAIT_ONLY = {"pre_norm": False, "pos_encoding": "learned", "pooling": "cls"}
+
+
 class BertFamily(Family):
     name = "BERT"
     model_class = Bert
@@ -92,7 +96,7 @@ class BertFamily(Family):
         Field("classifier_dropout", "classifier_dropout", None),
         Field("tie_word_embeddings", "tie_embeddings", True),
     )
-    LAYOUT = {"embedding_size": None, "share_layers": False, "pos_offset": 0}
+    LAYOUT = {"embedding_size": None, "share_layers": False, "pos_offset": 0, **PLAIT_ONLY}
 
     @property
     def heads(self) -> dict[str, str]:
@@ -165,7 +169,7 @@ class RobertaFamily(BertFamily):
     name = "RoBERTa"
     prefix = "roberta"
     arch_prefix = "Roberta"
-    LAYOUT = {"embedding_size": None, "share_layers": False}
+    LAYOUT = {"embedding_size": None, "share_layers": False, **PLAIT_ONLY}
 
     def head_rules(self, config: BertConfig) -> list[Rule]:
         tied = config.tie_embeddings

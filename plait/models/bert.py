@@ -32,7 +32,15 @@ from torch import Tensor
 
 from plait.config import require_choice, require_positive
 from plait.models.base import TransformerConfig, build_stack
-from plait.nn import AttnInputs, Learned, PostNormBlock, Stack, make_attn_mask
+from plait.nn import (
+    AttnInputs,
+    Learned,
+    PostNormBlock,
+    PreNormBlock,
+    Rotary,
+    Stack,
+    make_attn_mask,
+)
 from plait.nn.layers import ACTIVATIONS, normal_init
 
 HeadKind = Literal["none", "mlm", "classify", "tag"]
@@ -61,6 +69,16 @@ class BertConfig(TransformerConfig):
     embedding_size: int | None = None  # ALBERT: embeddings this wide, then a Linear to n_embd
     share_layers: bool = False  # ALBERT: one block's weights for all n_layer blocks
     pos_offset: int = 0  # RoBERTa: position rows start here (padding id + 1)
+    # x + f(norm(x)) blocks and a final norm (Xiong et al. 2020): no Hugging Face BERT has
+    # them, but a small model pretrained from scratch leaves the unigram plateau far sooner
+    pre_norm: bool = False
+    # "rope": rotary positions in every attention instead of a learned table (RoFormer, Su et
+    # al. 2021; ModernBERT): attention to neighbours needs no table to be learned first
+    pos_encoding: Literal["learned", "rope"] = "learned"
+    rope_base: float = 10000.0
+    # what the pooler (and so the classify head) reads: [CLS], as BERT; or the mean of the real
+    # tokens (Reimers 2019), a bag of contextual words that a small fine-tuning set fits sooner
+    pooling: Literal["cls", "mean"] = "cls"
 
     def __post_init__(self) -> None:
         self.check_transformer(("vocab_size", "block_size", "type_vocab_size"))
@@ -72,11 +90,21 @@ class BertConfig(TransformerConfig):
             raise ValueError(f"BertConfig.labels has {len(self.labels)} names for num_labels ="
                              f" {self.num_labels}")
         require_choice(self, "mlp", ACTIVATIONS)  # the MLM head's transform uses it too
+        require_choice(self, "pos_encoding", ("learned", "rope"))
+        require_choice(self, "pooling", ("cls", "mean"))
 
     @property
     def embed_dim(self) -> int:
         """Width of the embeddings (E): ``embedding_size``, or ``n_embd``."""
         return self.embedding_size or self.n_embd
+
+
+def masked_mean(h: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """The mean over the real tokens of h (B, T, C): (B, C)."""
+    if attention_mask is None:
+        return h.mean(1)
+    m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
 class Pooler(nn.Module):
@@ -133,10 +161,11 @@ def make_head(c: BertConfig) -> nn.Module:
 
 
 def shared_stack(c: BertConfig) -> Stack:
-    """BERT's post-norm stack; with ``share_layers`` one block repeated (ALBERT): the
-    ModuleList holds the same module ``n_layer`` times, so there is one set of weights."""
-    stack = build_stack(c, block=PostNormBlock, final_norm=False,
-                        n_layer=1 if c.share_layers else None)
+    """BERT's post-norm stack (or pre-norm, with a final norm); with ``share_layers`` one block
+    repeated (ALBERT): the ModuleList holds the same module ``n_layer`` times, so there is one
+    set of weights."""
+    stack = build_stack(c, block=PreNormBlock if c.pre_norm else PostNormBlock,
+                        final_norm=c.pre_norm, n_layer=1 if c.share_layers else None)
     if c.share_layers:
         stack.blocks = nn.ModuleList([stack.blocks[0]] * c.n_layer)
     return stack
@@ -152,7 +181,8 @@ class Bert(nn.Module):
         self.config = c = config
         E = c.embed_dim
         self.wte = nn.Embedding(c.vocab_size, E)
-        self.pos = Learned(c.block_size + c.pos_offset, E)
+        self.pos = (Rotary(c.head_dim, c.rope_base) if c.pos_encoding == "rope"
+                    else Learned(c.block_size + c.pos_offset, E))
         self.wtt = nn.Embedding(c.type_vocab_size, E)
         self.norm_emb = nn.LayerNorm(E, eps=c.norm_eps)
         self.drop = nn.Dropout(c.dropout)
@@ -185,26 +215,32 @@ class Bert(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         # (1, T): BERT pads on the right, so real tokens sit at 0 .. n-1 (RoBERTa: + offset)
         pos = torch.arange(T, device=input_ids.device)[None] + self.config.pos_offset
-        x = self.wte(input_ids) + self.wtt(token_type_ids) + self.pos.embed(pos)  # (B, T, E)
+        x = self.wte(input_ids) + self.wtt(token_type_ids)  # (B, T, E)
+        table = self.pos.embed(pos)  # (1, T, E), or None for rotary positions
+        x = x if table is None else x + table
         x = self.emb_proj(self.drop(self.norm_emb(x)))  # (B, T, C)
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
         mask, _ = make_attn_mask(T, T, causal=False, key_padding=attention_mask)
-        return self.encoder(x, AttnInputs(mask), rows=rows)
+        return self.encoder(x, AttnInputs(mask, rope=self.pos.rotary(pos)), rows=rows)
+
+    def pool(self, h: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, C) -> the pooled vector (B, C), by ``config.pooling``."""
+        if self.config.pooling == "mean":
+            h = masked_mean(h, attention_mask)[:, None]  # (B, 1, C): the pooler reads row 0
+        return self.pooler(h)
 
     def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:
-        """BERT's pooled [CLS] vector (B, C); the last layer runs for [CLS] alone."""
+        """BERT's pooled vector (B, C); for [CLS], the last layer runs for [CLS] alone."""
+        if self.config.pooling == "mean":
+            return self.pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
         return self.pooler(self(input_ids, attention_mask, token_type_ids, rows=0))
 
     def mean_pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                     token_type_ids: Tensor | None = None) -> Tensor:
         """The mean of the real tokens' states (B, C): sentence embeddings (Reimers 2019)."""
-        h = self(input_ids, attention_mask, token_type_ids)  # (B, T, C)
-        if attention_mask is None:
-            return h.mean(1)
-        m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return masked_mean(self(input_ids, attention_mask, token_type_ids), attention_mask)
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:

@@ -56,6 +56,9 @@ class Recipe:
     train: TrainConfig
     stages: tuple[Recipe, ...] = ()
     name: str = ""  # a stage's name ("" for the recipe itself)
+    # the [model] keys the recipe itself sets: over an init_from folder's config they win
+    # (dropout, pooling); the rest of that config is the folder's
+    model_keys: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out = {"task": self.task, "model": {"arch": self.arch, **self.model.to_dict()},
@@ -118,7 +121,7 @@ def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(str(e)) from None
     stages = tuple(_stage(tree, i, stage) for i, stage in enumerate(_stage_tables(tree)))
-    return Recipe(task, arch, model, data, train, stages)
+    return Recipe(task, arch, model, data, train, stages, model_keys=tuple(model_tree))
 
 
 def _stage_tables(tree: dict[str, Any]) -> list[dict[str, Any]]:

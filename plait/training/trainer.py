@@ -66,16 +66,19 @@ def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
     """A fresh model from ``[model]``, or one started from the ``init_from`` folder.
 
     ``init_from``: the folder's architecture and config (``plait.load``, plait or Hugging
-    Face), adapted by the task (a classification head where a masked-LM head was, the labels'
-    count); every tensor the two models share by name and shape is copied, and the rest start
-    fresh (``start_from``)."""
+    Face) with the keys the recipe's ``[model]`` sets over it, adapted by the task (a
+    classification head where a masked-LM head was, the labels' count); every tensor the two
+    models share by name and shape is copied, and the rest start fresh (``start_from``)."""
     if not recipe.train.init_from:
         config = task.model_config(recipe.model)
         model = model_classes(recipe.arch)[1](config)
         task.init_model(model)
         return model.to(device)
     source = load(recipe.train.init_from, device=device)
-    config = task.model_config(source.config)
+    config = source.config
+    if type(recipe.model) is type(config) and recipe.model_keys:
+        config = config.replace(**{k: getattr(recipe.model, k) for k in recipe.model_keys})
+    config = task.model_config(config)
     if config == source.config:
         return source.train()
     model = type(source)(config)
