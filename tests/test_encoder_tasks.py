@@ -5,6 +5,7 @@ on the folders they leave (translate, classify, tag, eval), bad input included."
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,53 @@ def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):
         "stages": [{"name": "pretrain", "task": "mlm",
                     "data": {"corpus": "speakers", "vocab_size": 300, "block_size": 64,
                              "batch_size": 8, "eval_batches": 1}}]}), resume=True)["step"] == 8
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    return str(path)
+
+
+def test_classify_your_own_texts_and_bad_labels_are_named(tmp_path, capsys):
+    """task = "classify" on JSON Lines files learns a separable pair of labels; an unknown
+    label, a malformed line and an empty text are each one line naming file and line, exit 2."""
+    rng = random.Random(0)
+    rows = [(" ".join(rng.choice(words) for _ in range(6)), label) for _ in range(200)
+            for label, words in (("sea", ["waves", "salt", "ship"]), ("land", ["hill", "tree"]))]
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows[:300])
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[300:])
+    out = tmp_path / "run"
+    recipe = {"task": "classify", "model": TINY_BERT,
+              "data": {"batch_size": 16, "vocab_size": 60, "train_file": train_file,
+                       "eval_file": eval_file},
+              "train": {**FAST, "max_steps": 40, "out_dir": str(out)}}
+    result = train(recipe_from_dict(recipe))
+    assert result["val_accuracy"] > 0.9  # chance is 0.5
+    assert json.loads((out / "config.json").read_text())["labels"] == ["land", "sea"]
+    capsys.readouterr()
+    assert main(["classify", "--model", str(out), "salt ship waves"]) == 0
+    assert capsys.readouterr().out.strip() == "sea"
+    for bad, needle in ((json.dumps({"text": "x", "label": "sky"}), "line 2: unknown label 'sky'"),
+                        ("{not json", "line 2: not JSON"),
+                        (json.dumps({"text": " ", "label": "sea"}), "line 2: empty text")):
+        (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "hill", "label": "land"})
+                                            + "\n" + bad + "\n")
+        toml = tmp_path / "bad.toml"
+        toml.write_text(f"""task = "classify"
+[model]
+arch = "bert"
+n_layer = 1
+n_head = 2
+n_embd = 32
+[data]
+train_file = "{train_file}"
+eval_file = "{tmp_path / 'bad.jsonl'}"
+[train]
+out_dir = "{tmp_path / 'bad'}"
+""")
+        assert main(["train", str(toml)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "bad.jsonl" in err and err.count("\n") == 1, err
 
 
 def test_ner_tags_words_and_the_command_gives_character_spans(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Written dates and numbers, in many languages, paired with their canonical form.
 
-- **Dates**: a day between 1900-01-01 and 2099-12-31, written by ``babel`` (CLDR) in the
+- **Dates**: a day between 1000-01-01 and 2999-12-31, written by ``babel`` (CLDR) in the
   ``full``, ``long`` or ``medium`` style of one of :data:`DATE_LOCALES` ("jeudi 9 mars 2017",
   "2017年3月9日木曜日", "9 марта 2017 г."), into ISO ``2017-03-09``.
 - **Numbers**: 0 to 999,999, written out by ``num2words`` in one of :data:`NUMBER_LANGS`
@@ -31,7 +31,7 @@ NUMBER_LANGS = ("en", "es", "fr", "pt", "ru")
 KNOWN_DATE_LOCALES = (*DATE_LOCALES, "pl", "tr", "ko", "nl")
 KNOWN_NUMBER_LANGS = (*NUMBER_LANGS, "de", "it", "pl", "nl")
 STYLES = ("full", "long", "medium")
-FIRST_YEAR, LAST_YEAR = 1900, 2099
+FIRST_YEAR, LAST_YEAR = 1000, 2999  # every four-digit year a date is likely to have
 MAX_NUMBER = 999_999
 
 Split = Literal["train", "heldout"]

@@ -51,6 +51,7 @@ TASKS = Registry("task", {
     "clip": "plait.training.tasks.clip:ClipTask",
     "translate": "plait.training.tasks.translate:TranslateTask",
     "mlm": "plait.training.tasks.mlm:MLMTask",
+    "classify": "plait.training.tasks.classify:ClassifyTask",
     "classify-speakers": "plait.training.tasks.classify:SpeakersTask",
     "ner": "plait.training.tasks.ner:NERTask",
 })

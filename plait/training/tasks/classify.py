@@ -1,16 +1,23 @@
-"""Sequence classification with a BERT-family encoder: who speaks a speech of tiny Shakespeare
-(:mod:`plait.data.speakers`; the held-out speeches are every tenth of each speaker's list).
+"""Sequence classification with a BERT-family encoder: your own labelled texts (``classify``)
+or who speaks a speech of tiny Shakespeare (``classify-speakers``, :mod:`plait.data.speakers`;
+the held-out speeches are every tenth of each speaker's list).
+
+``classify`` reads JSON Lines files, one ``{"text": ..., "label": ...}`` per line
+(``data.train_file``, ``data.eval_file``); the labels are ``data.labels`` when given, else the
+training file's, sorted. A malformed line, an empty text or a label outside that list is one
+error naming the file, the line and the label.
 
 Batches are right-padded WordPiece ids and labels; the loss is cross-entropy of the head over
-the pooled [CLS] vector. The tokenizer is the pretraining stage's (``train.init_from``), or one
-trained on the training speeches when the encoder starts from scratch. The evaluation reports
-accuracy on the held-out speeches beside a baseline no one here wrote: TF-IDF features and
-logistic regression from scikit-learn, fitted on the same training speeches, its settings
-chosen by cross-validation on them.
+the pooled vector (``model.pooling``: [CLS] or the mean of the tokens). The tokenizer is the
+pretraining stage's (``train.init_from``), or one trained on the training texts when the
+encoder starts from scratch. The speaker task reports its held-out accuracy beside a baseline
+no one here wrote: TF-IDF features and logistic regression from scikit-learn, fitted on the
+same training speeches, its settings chosen by cross-validation on them.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,20 +35,73 @@ from plait.training.distributed import Dist, unwrap
 from plait.training.losses import CrossEntropy
 from plait.training.tasks import Batch, Task
 
+Row = tuple[str, str]  # (text, label)
+
 
 @dataclass(frozen=True)
-class SpeakersData(Config):
-    """``[data]`` for the speaker task."""
+class TextsData(Config):
+    """``[data]`` keys every classification task has."""
 
-    text: str = "data/tinyshakespeare.txt"
     batch_size: int = 32
-    max_length: int = 128  # WordPiece pieces per speech, [CLS] and [SEP] included
+    max_length: int = 128  # WordPiece pieces per text, [CLS] and [SEP] included
     vocab_size: int = 4000  # only when no pretrained tokenizer comes with init_from
     dir: str = ""  # where tokenizer.json is written; "" = <train.out_dir>/data
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.max_length - 2, self.vocab_size) <= 0:
             raise ValueError("data.batch_size and vocab_size must be > 0, max_length > 2")
+
+
+@dataclass(frozen=True)
+class ClassifyData(TextsData):
+    """``[data]`` for your own labelled texts."""
+
+    train_file: str = ""  # JSON Lines: {"text": ..., "label": ...}
+    eval_file: str = ""  # the same, held out
+    labels: tuple[str, ...] = ()  # their order (the head's outputs); () = the training file's
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.train_file or not self.eval_file:
+            raise ValueError("task 'classify' needs data.train_file and data.eval_file (JSON"
+                             ' Lines of {"text": ..., "label": ...})')
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"data.labels has duplicates: {list(self.labels)}")
+
+
+def read_labelled(path: str | Path, labels: tuple[str, ...] | None = None) -> list[Row]:
+    """(text, label) rows of a JSON Lines file; with ``labels``, any other label is an error
+    naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    rows: list[Row] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"{path} line {n}: not JSON") from None
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str) or not isinstance(
+                item.get("label"), str):
+            raise ValueError(f'{path} line {n}: expected {{"text": str, "label": str}}')
+        if not item["text"].strip():
+            raise ValueError(f"{path} line {n}: empty text")
+        if labels is not None and item["label"] not in labels:
+            raise ValueError(f"{path} line {n}: unknown label {item['label']!r} (the labels are"
+                             f" {', '.join(labels)})")
+        rows.append((item["text"], item["label"]))
+    if not rows:
+        raise ValueError(f"{path}: no examples")
+    return rows
+
+
+@dataclass(frozen=True)
+class SpeakersData(TextsData):
+    """``[data]`` for the speaker task."""
+
+    text: str = "data/tinyshakespeare.txt"
 
 
 @lru_cache(maxsize=4)
@@ -68,23 +128,29 @@ def tfidf_baseline(train: list[S.Speech], heldout: list[S.Speech]) -> float:
     return float(sum(p == s.speaker for p, s in zip(pred, heldout, strict=True)) / len(heldout))
 
 
-class SpeakersTask(Task):
-    """Ten-way speaker classification of held-out speeches."""
+class ClassifyTask(Task):
+    """Classification of labelled texts, measured by accuracy on the held-out ones."""
 
-    data_config = SpeakersData
-    units = {"loss": "nats/speech", "accuracy": "fraction", "baseline_accuracy": "fraction"}
+    name = "classify"
+    data_config: type[Config] = ClassifyData
+    units = {"loss": "nats/text", "accuracy": "fraction"}
 
-    def __init__(self, data: SpeakersData, train: TrainConfig, d: Dist):
+    def __init__(self, data: TextsData, train: TrainConfig, d: Dist):
         super().__init__(data, train, d)
         self.max_length = data.max_length  # model_config caps it by the model's positions
-        self.labels = S.speakers(data.text)
-        self.train_set = S.speeches(data.text, "train")
-        self.heldout = S.speeches(data.text, "heldout")
+        self.labels, self.train_set, self.heldout = self.examples()
         self.tokenizer = self._tokenizer()
         if d.is_main:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.tokenizer.save(self.data_dir)
         self.criterion = CrossEntropy(train.label_smoothing)
+
+    def examples(self) -> tuple[tuple[str, ...], list[Row], list[Row]]:
+        """(labels, training rows, held-out rows)."""
+        given = tuple(self.data.labels) or None
+        train_rows = read_labelled(self.data.train_file, given)
+        labels = given or tuple(sorted({label for _, label in train_rows}))
+        return labels, train_rows, read_labelled(self.data.eval_file, labels)
 
     def _tokenizer(self):
         from plait.text import load_tokenizer
@@ -92,33 +158,33 @@ class SpeakersTask(Task):
 
         if self.train.init_from:
             return load_tokenizer(self.train.init_from)
-        return WordPieceTokenizer.train([s.text for s in self.train_set], self.data.vocab_size)
+        return WordPieceTokenizer.train([text for text, _ in self.train_set], self.data.vocab_size)
 
     def model_config(self, config: Config) -> Config:
         # pieces per text: the data's cap, within what the model's positions reach
         self.max_length = min(self.data.max_length, config.block_size)
         if not hasattr(config, "type_vocab_size"):
-            raise ConfigError("task 'classify-speakers' needs a BERT-family encoder:"
+            raise ConfigError(f"task '{self.name}' needs a BERT-family encoder:"
                               " model.arch = 'bert'")
         return config.replace(labels=tuple(self.labels), head="classify",
                               num_labels=len(self.labels), vocab_size=self.tokenizer.vocab_size,
                               pad_token_id=self.tokenizer.pad_token_id)
 
-    def batch(self, speeches: list[S.Speech]) -> Batch:
+    def batch(self, rows: list[Row]) -> Batch:
         t = self.tokenizer
-        ids, mask = pad_batch([t.encode(s.text, max_length=self.max_length)
-                               for s in speeches], t.pad_token_id)
-        labels = torch.tensor([self.labels.index(s.speaker) for s in speeches])
+        ids, mask = pad_batch([t.encode(text, max_length=self.max_length) for text, _ in rows],
+                              t.pad_token_id)
+        labels = torch.tensor([self.labels.index(label) for _, label in rows])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def train_batch(self, step: int, micro: int) -> Batch:
-        rng = random.Random(f"speakers/{self.train.seed}/{step}/{micro}")
+        rng = random.Random(f"{self.name}/{self.train.seed}/{step}/{micro}")
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
         picks = [rng.randrange(len(self.train_set)) for _ in range(B)]
         return self.batch([self.train_set[i] for i in picks[r * B // W:(r + 1) * B // W]])
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        """Through the (possibly DDP-wrapped) encoder, then its pooler and head: (B, labels)."""
+        """Through the (possibly DDP-wrapped) encoder, then its pooling and head: (B, labels)."""
         m = unwrap(model)
         mask = batch["attention_mask"]
         return m.head(m.pool(model(batch["input_ids"], mask), mask))
@@ -126,14 +192,9 @@ class SpeakersTask(Task):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return self.criterion(self.logits(model, batch), batch["labels"])
 
-    @property
-    def baseline(self) -> float:
-        return speakers_baseline(self.data.text)
-
     def evaluate(self, model: nn.Module, device: torch.device,
                  max_batches: int | None) -> dict[str, float]:
-        """Loss and accuracy on every held-out speech (each rank computes all of them: 153
-        speeches are cheap), and the TF-IDF baseline's accuracy on the same split."""
+        """Loss and accuracy on every held-out text (each rank computes all of them)."""
         total, correct = 0.0, 0
         for i in range(0, len(self.heldout), 64):
             batch = {k: v.to(device) for k, v in self.batch(self.heldout[i:i + 64]).items()}
@@ -141,7 +202,27 @@ class SpeakersTask(Task):
             total += float(CrossEntropy()(logits, batch["labels"])) * len(logits)
             correct += int((logits.argmax(-1) == batch["labels"]).sum())
         n = len(self.heldout)
-        return {"loss": total / n, "accuracy": correct / n, "baseline_accuracy": self.baseline}
+        return {"loss": total / n, "accuracy": correct / n}
 
     def files(self) -> list[Path]:
         return [self.data_dir / "tokenizer.json"]
+
+
+class SpeakersTask(ClassifyTask):
+    """Ten-way speaker classification of held-out speeches, beside the TF-IDF baseline."""
+
+    name = "classify-speakers"
+    data_config = SpeakersData
+    units = {"loss": "nats/speech", "accuracy": "fraction", "baseline_accuracy": "fraction"}
+
+    def examples(self) -> tuple[tuple[str, ...], list[Row], list[Row]]:
+        text = self.data.text
+        return (S.speakers(text), [(s.text, s.speaker) for s in S.speeches(text, "train")],
+                [(s.text, s.speaker) for s in S.speeches(text, "heldout")])
+
+    def evaluate(self, model: nn.Module, device: torch.device,
+                 max_batches: int | None) -> dict[str, float]:
+        """Loss and accuracy on the 153 held-out speeches, and the TF-IDF baseline's accuracy
+        on the same split."""
+        return {**super().evaluate(model, device, max_batches),
+                "baseline_accuracy": speakers_baseline(self.data.text)}
