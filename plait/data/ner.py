@@ -195,8 +195,11 @@ def _first_word(text: str, entity_start: int, word_start: int) -> bool:
 @lru_cache(maxsize=1)
 def common_words(path: str = "data/tinyshakespeare.txt") -> tuple[str, ...]:
     """Lower-case English words (tiny Shakespeare's), to vary the frames' own words."""
-    text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
-    return tuple(sorted({w for w in re.findall(r"\b[a-z]{2,}\b", text)}))
+    source = Path(path)
+    if not source.is_file():  # no silent fallback: the training data would quietly change
+        raise FileNotFoundError(f"text file not found: {source} (the words that vary NER frames"
+                                " come from data/tinyshakespeare.txt; run from the repository)")
+    return tuple(sorted(set(re.findall(r"\b[a-z]{2,}\b", source.read_text(encoding="utf-8")))))
 
 
 def vary(frame: str, rng: random.Random, p: float) -> str:
@@ -204,9 +207,9 @@ def vary(frame: str, rng: random.Random, p: float) -> str:
     English word (capitalised where the frame's word was: a sentence's first word): the words
     around an entity then vary as much as the entity does, and a model cannot learn that an
     unfamiliar word, or a capital at the start, must be a name."""
-    words = common_words()
-    if p <= 0 or not words:
+    if p <= 0:
         return frame
+    words = common_words()
 
     def swap(m: re.Match) -> str:
         if rng.random() >= p:
