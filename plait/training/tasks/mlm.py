@@ -34,8 +34,7 @@ class MLMData(Config):
     """``[data]`` for masked-LM pretraining."""
 
     text: str = "data/tinyshakespeare.txt"
-    # speakers: without the held-out speeches; ner: the text and training NER sentences
-    corpus: Literal["text", "speakers", "ner"] = "text"
+    corpus: Literal["text", "speakers"] = "text"  # speakers: without the held-out speeches
     vocab_size: int = 4000  # WordPiece vocabulary learned from the corpus
     cased: bool = False  # keep capitals (a tagger needs them)
     block_size: int = 128  # pieces per row, [CLS] and [SEP] included
@@ -63,14 +62,7 @@ def corpus(data: MLMData) -> list[str]:
     path = Path(data.text)
     if not path.is_file():
         raise FileNotFoundError(f"data.text not found: {path}")
-    segments = [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-    if data.corpus == "ner":  # and sentences like the tagger's (its training split only)
-        from plait.data.ner import batch_sentences
-
-        sentences = batch_sentences(0, -2, 0, 20_000, vary_words=0.3)
-        segments += [" ".join(s.text for s in sentences[i:i + 8])
-                     for i in range(0, len(sentences), 8)]
-    return segments
+    return [p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
 
 
 class MLMTask(Task):
