@@ -81,14 +81,17 @@ def gemv_layout(model: nn.Module) -> nn.Module:
     layout a weight has. Idempotent.
     """
     threads = torch.get_num_threads()
-    for m in model.modules():
-        if not isinstance(m, nn.Linear) or min(m.weight.shape) <= 1:
-            continue
-        split = isinstance(m, Linear) and split_count(m.weight, threads) > 1
-        if m.weight.is_contiguous() and (split or m.out_features > m.in_features):
-            m.weight.data = m.weight.data.t().contiguous().t()  # (out, in) view of (in, out)
-        if isinstance(m, Linear):
-            m.prepare_split(threads)
+    # generate runs under inference_mode: copies made there would be inference tensors, and
+    # the model could not be trained (or run with autograd) afterwards
+    with torch.inference_mode(False):
+        for m in model.modules():
+            if not isinstance(m, nn.Linear) or min(m.weight.shape) <= 1:
+                continue
+            split = isinstance(m, Linear) and split_count(m.weight, threads) > 1
+            if m.weight.is_contiguous() and (split or m.out_features > m.in_features):
+                m.weight.data = m.weight.data.t().contiguous().t()  # (out, in) view of (in, out)
+            if isinstance(m, Linear):
+                m.prepare_split(threads)
     return model
 
 
