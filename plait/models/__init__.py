@@ -25,6 +25,7 @@ MODELS = Registry("model architecture", {
     "clip": "plait.models.clip:CLIP",
     "resnet": "plait.models.resnet:ResNet",
     "seq2seq": "plait.models.seq2seq:Seq2Seq",
+    "vlm": "plait.models.vlm:VLM",
 })
 
 

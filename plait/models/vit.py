@@ -106,18 +106,39 @@ class ViT(nn.Module):
         ``rows`` (B,): only those positions' states, (B, 1, C), computed in the last layer
         for them alone (``Stack.forward``).
         """
+        self._check(pixel_values)
+        return self.encoder(self.embed(pixel_values), AttnInputs(), rows=rows)
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        """Patches + class token + positions (+ CLIP's pre-norm): the blocks' input (B, T, C)."""
+        x = self.patch(pixel_values.to(self.patch.weight.dtype))  # (B, C, H/P, W/P)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        if self.cls is not None:
+            x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1 + N, C)
+        return self.norm_pre(self.drop(x + self.pos.to(x.dtype)))
+
+    def features(self, pixel_values: Tensor, layer: int = -1) -> Tensor:
+        """The states after block ``layer`` (B, T, C), without the final norm: Hugging Face's
+        ``hidden_states[layer]`` (0 the embeddings, -1 the last block, -2 the one before, which
+        LLaVA reads). Blocks past ``layer`` do not run."""
+        n = len(self.encoder.blocks)
+        k = layer if layer >= 0 else n + 1 + layer
+        if not 0 <= k <= n:
+            raise ValueError(f"feature layer {layer} out of range for {n} blocks"
+                             f" (0..{n} or -{n + 1}..-1)")
+        self._check(pixel_values)
+        x, ctx = self.embed(pixel_values), AttnInputs()
+        for block in self.encoder.blocks[:k]:
+            x = block(x, ctx)
+        return x
+
+    def _check(self, pixel_values: Tensor) -> None:
         c = self.config
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (
                 c.num_channels, c.image_size, c.image_size):
             raise ValueError(f"pixel_values must be (batch, {c.num_channels}, {c.image_size},"
                              f" {c.image_size}), got {tuple(pixel_values.shape)}; resize the"
                              " images to the model's image_size")
-        x = self.patch(pixel_values.to(self.patch.weight.dtype))  # (B, C, H/P, W/P)
-        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
-        if self.cls is not None:
-            x = torch.cat((self.cls.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1 + N, C)
-        x = self.norm_pre(self.drop(x + self.pos.to(x.dtype)))
-        return self.encoder(x, AttnInputs(), rows=rows)
 
     def pool(self, hidden: Tensor) -> Tensor:
         """(B, T, C) hidden states -> (B, C): the class token or the patch mean."""

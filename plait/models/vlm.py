@@ -1,0 +1,205 @@
+"""A vision–language model: an image encoder, a projector and a decoder LM that reads the image
+as part of its prompt (LLaVA, Liu et al. 2023, arXiv:2304.08485; LLaVA-1.5's two-layer MLP
+projector, arXiv:2310.03744; nanoVLM's pixel shuffle).
+
+    V = f_img(image)[layer]                    (B, N, Cv)  patch states of one vision layer
+    V' = shuffle_r(V)                          (B, N / r^2, r^2 Cv)  optional pixel shuffle
+    H = W_2 act(W_1 V' + b_1) + b_2            (B, N / r^2, C)  the projector
+    x_t = H_j  where ids_t = <image> (the j-th placeholder), else E[ids_t]
+    logits = decoder(x)                        (B, T, V)
+
+The prompt holds one ``image_token_id`` per image token (``tokens_per_image`` for each image),
+as Hugging Face's LLaVA processor expands them; image rows replace those positions in order.
+The decoder is plait's :class:`~plait.models.gpt.GPT` (GPT-2 or Llama layout), the image
+encoder plait's :class:`~plait.models.vit.ViT` (CLIP's image tower is one).
+
+``VLM`` implements the decoding protocol: ``generate(ids, mask, pixel_values=...)`` splices the
+image in at prefill, then every step is the decoder's own, with its KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch.nn as nn
+from torch import Tensor
+
+from plait.config import Config, ConfigError
+from plait.models.gpt import GPT, GPTConfig
+from plait.models.vit import ViT, ViTConfig
+from plait.nn.layers import ACTIVATIONS
+
+
+@dataclass(frozen=True)
+class VLMConfig(Config):
+    """The image tower's table (``ViTConfig`` keys), the decoder's (``GPTConfig`` keys), and how
+    the two meet."""
+
+    vision: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, Any] = field(default_factory=dict)
+    image_token_id: int = 0  # the placeholder id in prompts (HF: image_token_index)
+    feature_layer: int = -1  # whose states the projector reads (HF: vision_feature_layer)
+    features: Literal["patches", "all"] = "patches"  # drop the class token? (HF: "default")
+    pixel_shuffle: int = 1  # r: r x r neighbouring patches become one token r^2 times wider
+    projector: Literal["mlp", "linear"] = "mlp"
+    projector_act: str = "gelu"  # HF: projector_hidden_act
+    projector_bias: bool = True  # HF: multimodal_projector_bias
+
+    def __post_init__(self) -> None:
+        # validate both tables now and store them complete (defaults filled in, strings from
+        # the command line coerced), so config.json records exactly what was built
+        for name, cls in (("vision", ViTConfig), ("text", GPTConfig)):
+            try:
+                sub = cls.from_dict(dict(getattr(self, name)), where=f"model.{name}")
+            except ConfigError:
+                raise
+            except ValueError as e:
+                raise ValueError(f"model.{name}: {e}") from None
+            object.__setattr__(self, name, sub.to_dict())
+        v, t = self.vision_config, self.text_config
+        if not 0 <= self.image_token_id < t.vocab_size:
+            raise ValueError(f"VLMConfig.image_token_id ({self.image_token_id}) must be a token"
+                             f" id of the decoder's vocabulary [0, {t.vocab_size})")
+        if self.projector_act not in ACTIVATIONS:
+            raise ValueError(f"VLMConfig.projector_act {self.projector_act!r} is not one of"
+                             f" {', '.join(ACTIVATIONS)}")
+        r = self.pixel_shuffle
+        if r < 1 or v.grid % r:
+            raise ValueError(f"VLMConfig.pixel_shuffle ({r}) must divide the patch grid"
+                             f" ({v.grid} x {v.grid})")
+        if r > 1 and (self.features == "all" and v.pooling == "cls"):
+            raise ValueError("pixel_shuffle needs features = 'patches' (the class token has no"
+                             " place in the grid)")
+
+    @property
+    def vision_config(self) -> ViTConfig:
+        return ViTConfig.from_dict(self.vision)
+
+    @property
+    def text_config(self) -> GPTConfig:
+        return GPTConfig.from_dict(self.text)
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Placeholders one image takes in a prompt."""
+        v = self.vision_config
+        n = (v.grid // self.pixel_shuffle) ** 2
+        return n + (self.features == "all" and v.pooling == "cls")
+
+
+def pixel_shuffle(x: Tensor, r: int) -> Tensor:
+    """(B, g*g, C) patch states on a g x g grid -> (B, (g/r)^2, r*r*C): each r x r block of
+    neighbours becomes one token (its rows concatenated in reading order)."""
+    if r == 1:
+        return x
+    B, N, C = x.shape
+    g = int(round(N**0.5))
+    if g * g != N or g % r:
+        raise ValueError(f"pixel shuffle by {r} needs a square grid divisible by {r}, got {N}"
+                         " tokens")
+    x = x.reshape(B, g // r, r, g // r, r, C)  # (B, gy, ry, gx, rx, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, (g // r) ** 2, r * r * C)
+
+
+class Projector(nn.Module):
+    """Image features -> decoder width: Linear, or Linear -> act -> Linear (LLaVA-1.5)."""
+
+    def __init__(self, c: VLMConfig, in_dim: int, out_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, out_dim, bias=c.projector_bias)
+        mlp = c.projector == "mlp"
+        self.act = ACTIVATIONS[c.projector_act]() if mlp else nn.Identity()
+        self.fc2 = nn.Linear(out_dim, out_dim, bias=c.projector_bias) if mlp else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VLM(nn.Module):
+    """``model(input_ids, pixel_values, attention_mask=None) -> logits (B, T, V)``."""
+
+    config_class = VLMConfig
+
+    def __init__(self, config: VLMConfig):
+        super().__init__()
+        self.config = c = config
+        v, t = c.vision_config, c.text_config
+        self.vision = ViT(v)
+        self.projector = Projector(c, v.n_embd * c.pixel_shuffle**2, t.n_embd)
+        self.decoder = GPT(t)
+
+    def image_features(self, pixel_values: Tensor) -> Tensor:
+        """(B_img, 3, H, W) -> projected image tokens (B_img, tokens_per_image, C)."""
+        c = self.config
+        x = self.vision.features(pixel_values, c.feature_layer)  # (B_img, T_img, Cv)
+        if c.features == "patches" and self.vision.cls is not None:
+            x = x[:, 1:]
+        return self.projector(pixel_shuffle(x, c.pixel_shuffle))
+
+    def embed(self, input_ids: Tensor, pixel_values: Tensor | None) -> Tensor:
+        """Token embeddings (B, T, C) with the image tokens written over the placeholders.
+
+        ``pixel_values``: (B_img, 3, H, W), or (B, K, 3, H, W) for K images per prompt; the
+        prompts must hold exactly ``tokens_per_image`` placeholders per image, in order.
+        """
+        c = self.config
+        slots = input_ids == c.image_token_id  # (B, T)
+        n_slots = int(slots.sum())
+        if pixel_values is None:
+            if n_slots:
+                raise ValueError(f"the prompt holds {n_slots} image placeholder tokens but no"
+                                 " image was given (pixel_values)")
+            return self.decoder.embed(input_ids, None)
+        if pixel_values.dim() == 5:  # (B, K, 3, H, W) -> (B * K, 3, H, W)
+            pixel_values = pixel_values.flatten(0, 1)
+        n_img = pixel_values.shape[0]
+        if n_slots != n_img * c.tokens_per_image:
+            raise ValueError(f"{n_img} image(s) need {n_img * c.tokens_per_image} placeholder"
+                             f" tokens ({c.tokens_per_image} each), the prompt holds {n_slots}")
+        x = self.decoder.embed(input_ids, None)  # (B, T, C)
+        feats = self.image_features(pixel_values).to(x.dtype)  # (B_img, N, C)
+        return x.masked_scatter(slots[..., None], feats.reshape(-1, x.shape[-1]))
+
+    def forward(self, input_ids: Tensor, pixel_values: Tensor | None = None,
+                attention_mask: Tensor | None = None, last_only: bool = False) -> Tensor:
+        """Next-token logits (B, T, V) for prompts that may hold images."""
+        x = self.embed(input_ids, pixel_values)
+        return self.decoder(None, attention_mask, last_only=last_only, inputs_embeds=x)
+
+    # -- the decoding protocol: the decoder's, with the image spliced in at prefill -------------
+    @property
+    def max_len(self) -> int | None:
+        return self.decoder.max_len
+
+    def setup_cache(self, batch: int, max_len: int) -> None:
+        self.decoder.setup_cache(batch, max_len)
+
+    def reorder_cache(self, index: Tensor) -> None:
+        self.decoder.reorder_cache(index)
+
+    def clear_cache(self) -> None:
+        self.decoder.clear_cache()
+
+    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                pixel_values: Tensor | None = None) -> Tensor:
+        """Run the prompt (with its images) into the cache; next-token logits (B, V)."""
+        x = self.embed(input_ids, pixel_values)
+        return self.decoder.prefill(input_ids, attention_mask, inputs_embeds=x)
+
+    def step(self, input_ids: Tensor, attention_mask: Tensor | None, input_pos: int) -> Tensor:
+        return self.decoder.step(input_ids, attention_mask, input_pos)
+
+    def generate(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                 **kwargs) -> Tensor:
+        """Prompt + new tokens, as :func:`plait.generation.generate`; ``pixel_values=`` gives
+        the images (one row, or K, per prompt)."""
+        from plait.generation import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+__all__ = ["VLM", "VLMConfig", "pixel_shuffle"]
