@@ -122,6 +122,8 @@ def test_export_round_trip_via_cli(tmp_path):
     ({"mlp": "swiglu"}, "mlp"),
     ({"n_kv_head": 2}, "n_kv_head"),
     ({"bias": False}, "bias"),
+    ({"qkv_bias": False}, "qkv_bias"),
+    ({"d_head": 16}, "d_head"),
 ])
 def test_export_refuses_non_gpt2_features(tmp_path, capsys, change, field):
     cfg = GPTConfig(vocab_size=50, n_layer=1, n_head=4, n_embd=32, block_size=16, **change)

@@ -337,6 +337,9 @@ def test_config_validation_names_the_field():
         GPTConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="n_kv_head"):
         GPTConfig(n_embd=32, n_head=4, n_kv_head=3)
+    with pytest.raises(ValueError, match="d_head"):
+        GPTConfig(n_embd=32, n_head=4, d_head=-8)
+    GPTConfig(n_embd=30, n_head=4, d_head=8)  # with d_head, n_embd need not divide
 
 
 def test_learned_positions_refuse_too_long_input():

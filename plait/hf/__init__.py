@@ -34,6 +34,9 @@ FAMILIES = Registry("Hugging Face model_type", {
     "t5": "plait.hf.t5:T5Family",
     "roberta": "plait.hf.bert:RobertaFamily",
     "albert": "plait.hf.albert:AlbertFamily",
+    "llama": "plait.hf.llama:LlamaFamily",
+    "mistral": "plait.hf.llama:MistralFamily",
+    "qwen2": "plait.hf.llama:Qwen2Family",
 })
 # extra config.json keys carried across unchanged (generation and tokenizer ids)
 PASS_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -78,12 +81,15 @@ def family_of_model(model: nn.Module) -> Family:
             near.append((len(off), model_type, off))
     name = type(model).__name__
     if near and min(near)[2]:
-        _, model_type, off = min(near)
-        shown = ", ".join(f"{k}={getattr(model.config, k)!r}" for k in off)
-        raise ValueError(f"cannot export {name} to Hugging Face format: {shown} has no"
-                         f" {model_type} equivalent")
+        fewest, seen, why = min(near)[0], set(), []
+        for n, model_type, off in sorted(near):  # every nearest family, once per set of fields
+            if n == fewest and tuple(off) not in seen:
+                seen.add(tuple(off))
+                shown = ", ".join(f"{k}={getattr(model.config, k)!r}" for k in off)
+                why.append(f"{shown} has no {model_type} equivalent")
+        raise ValueError(f"cannot export {name} to Hugging Face format: {'; '.join(why)}")
     raise ValueError(f"cannot export {name} to Hugging Face format (supported: GPT as GPT-2,"
-                     " Bert, ViT, CLIP, Seq2Seq as BART, Marian or T5)")
+                     " Llama or Qwen2, Bert, ViT, CLIP, Seq2Seq as BART, Marian or T5)")
 
 
 def export(model: nn.Module, folder: str | Path, extra: dict[str, Any] | None = None) -> None:

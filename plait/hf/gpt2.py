@@ -45,6 +45,9 @@ def _norm(hf: str, plait: str) -> list[Rule]:
 class GPT2(Family):
     name = "GPT-2"
     model_class = GPT
+    # what tells GPT-2 from the rotary RMSNorm decoders of plait.hf.llama; config_to_hf
+    # refuses, by name, what else GPT-2 lacks
+    LAYOUT = {"pos_encoding": "learned", "norm": "layernorm"}
     FIELDS = (
         Field("vocab_size", "vocab_size", 50257),
         Field("n_layer", "n_layer", 12),
@@ -105,6 +108,12 @@ class GPT2(Family):
         """A GPT-2 ``config.json`` for ``config``; plait features GPT-2 lacks raise naming them."""
         require_export(config, {"pos_encoding": "learned", "norm": "layernorm", "bias": True},
                        self.name)
+        if config.qkv_bias is False:
+            raise ValueError("cannot export to GPT-2: GPTConfig.qkv_bias=False (GPT-2's c_attn"
+                             " has a bias; use true or none)")
+        if config.head_dim != config.n_embd // config.n_head:
+            raise ValueError(f"cannot export to GPT-2: GPTConfig.d_head={config.d_head} (GPT-2's"
+                             f" heads are n_embd / n_head = {config.n_embd // config.n_head} wide)")
         if config.kv_heads != config.n_head:
             raise ValueError(f"cannot export to GPT-2: GPTConfig.n_kv_head={config.n_kv_head}"
                              f" (GPT-2 has no grouped-query attention; use {config.n_head} or"

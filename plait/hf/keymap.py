@@ -6,8 +6,9 @@ A family (GPT-2, BERT, ViT, CLIP) describes its checkpoint layout as a list of :
 
 ``{i}`` stands for the layer index, a ``plait`` name of ``None`` drops the Hugging Face key
 (buffers such as GPT-2's ``attn.bias`` causal mask), and the third field names a transform
-from :data:`TRANSFORMS`. The same list drives import (HF -> plait) and export (plait -> HF),
-so the two directions cannot drift apart.
+from :data:`TRANSFORMS`. A ``cat`` of parts with different heights (grouped-query attention's
+q, k, v) states them in ``split``. The same list drives import (HF -> plait) and export
+(plait -> HF), so the two directions cannot drift apart.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class Rule:
     hf: str | tuple[str, ...]
     plait: str | None
     transform: str = ""
+    split: tuple[int, ...] = ()  # "cat" of unequal parts: each HF tensor's rows; () = equal
+
+    def __post_init__(self) -> None:
+        if self.split and (self.transform != "cat" or len(self.split) != len(self.hf_names)):
+            raise ValueError(f"Rule {self.hf!r}: split {self.split} needs transform 'cat' and"
+                             " one height per HF tensor")
 
     @property
     def hf_names(self) -> tuple[str, ...]:
@@ -56,7 +63,16 @@ class Rule:
         """This rule with ``{i}`` replaced by layer ``i``."""
         hf = tuple(n.replace("{i}", str(i)) for n in self.hf_names)
         plait = None if self.plait is None else self.plait.replace("{i}", str(i))
-        return Rule(hf, plait, self.transform)
+        return Rule(hf, plait, self.transform, self.split)
+
+    def to_plait(self, tensors: list[Tensor]) -> Tensor:
+        return TRANSFORMS[self.transform].to_plait(tensors)
+
+    def to_hf(self, t: Tensor) -> list[Tensor]:
+        """The plait tensor ``t`` as this rule's HF tensors."""
+        if self.split:
+            return list(t.split(list(self.split), dim=0))
+        return TRANSFORMS[self.transform].to_hf(t, len(self.hf_names))
 
 
 def expand(rules: list[Rule], n_layer: int) -> list[Rule]:
@@ -97,13 +113,12 @@ def to_plait(hf_state: dict[str, Tensor], rules: list[Rule],
             missing.extend(absent)
             continue
         used.update(names)
-        tf = TRANSFORMS[r.transform]
-        want = tf.to_hf(torch.empty(expected[r.plait].shape, device="meta"), len(names))
+        want = r.to_hf(torch.empty(expected[r.plait].shape, device="meta"))
         for n, w in zip(names, want, strict=True):
             if tuple(hf_state[n].shape) != tuple(w.shape):
                 raise ValueError(f"{source}: tensor '{n}' has shape {tuple(hf_state[n].shape)},"
                                  f" the config implies {tuple(w.shape)}")
-        out[r.plait] = tf.to_plait([hf_state[n] for n in names]).contiguous()
+        out[r.plait] = r.to_plait([hf_state[n] for n in names]).contiguous()
     if missing:
         raise ValueError(f"{source}: missing tensor(s) {_few(missing)}")
     unexpected = [k for k in hf_state if k not in used]
@@ -119,7 +134,6 @@ def to_hf(state: dict[str, Tensor], rules: list[Rule]) -> dict[str, Tensor]:
     for r in rules:
         if r.plait is None or r.plait not in state:
             continue
-        tensors = TRANSFORMS[r.transform].to_hf(state[r.plait], len(r.hf_names))
-        for n, t in zip(r.hf_names, tensors, strict=True):
+        for n, t in zip(r.hf_names, r.to_hf(state[r.plait]), strict=True):
             out[n] = t.contiguous()
     return out

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from plait.config import require_positive
 from plait.models.base import TransformerConfig, build_stack
 from plait.nn import (
     ALiBi,
@@ -51,12 +52,14 @@ class GPTConfig(TransformerConfig):
     n_embd: int = 768
     block_size: int = 1024
     n_kv_head: int | None = None  # < n_head for grouped-query attention
+    d_head: int | None = None  # width of one head; default n_embd / n_head
     pos_encoding: PosKind = "learned"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     mlp: Literal["gelu", "gelu_tanh", "relu", "swiglu", "geglu", "silu", "quick_gelu",
                  "relu2"] = "gelu"
     n_inner: int | None = None  # MLP width; default 4 * n_embd
     bias: bool = True
+    qkv_bias: bool | None = None  # the q/k/v projection's own bias; None: as bias (Qwen2: True)
     dropout: float = 0.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
@@ -66,6 +69,8 @@ class GPTConfig(TransformerConfig):
 
     def __post_init__(self) -> None:
         self.check_transformer(("vocab_size", "block_size"))
+        if self.d_head is not None:
+            require_positive(self, ("d_head",))
         if self.n_head % self.kv_heads:
             raise ValueError(f"GPTConfig.n_head ({self.n_head}) must be a multiple of n_kv_head"
                              f" ({self.n_kv_head})")
@@ -102,8 +107,8 @@ class GPT(nn.Module):
         self.pos = make_positions(c)
         self.drop = dropout_layer(c.dropout)
         memory_dim = (c.memory_dim or c.n_embd) if c.add_cross_attention else None
-        self.transformer = build_stack(c, norm=c.norm, bias=c.bias, n_kv_head=c.n_kv_head,
-                                       memory_dim=memory_dim)
+        self.transformer = build_stack(c, norm=c.norm, bias=c.bias, qkv_bias=c.qkv_bias,
+                                       n_kv_head=c.n_kv_head, memory_dim=memory_dim)
         self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
