@@ -5,12 +5,14 @@
     plait eval --model runs/translate --task translate
     plait eval --model runs/speakers --task classify-speakers
     plait eval --model runs/ner --task ner
+    plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
 
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
 pairs never occur in training, and zero-shot accuracy naming the pair of one-shape held-out
 scenes. clip-digits: zero-shot accuracy on held-out digits with unseen prompt templates.
-translate, classify-speakers, ner, mlm: the task's own final evaluation (the one training
-ends with), read with the data settings in the folder's recipe.json.
+translate, classify-speakers, ner, mlm, scenes-caption, scenes-vqa: the task's own final
+evaluation (the one training ends with), read with the data settings in the folder's
+recipe.json (scenes-caption reads a scenes-vqa folder's: the two share their data).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
-RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm")
+RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +63,9 @@ def from_recipe(args: argparse.Namespace) -> dict[str, float]:
     recipe_file = folder / "recipe.json"
     recipe = json.loads(recipe_file.read_text()) if recipe_file.is_file() else {}
     task_cls = TASKS.get(args.task)
-    data_tree = recipe.get("data", {}) if recipe.get("task") == args.task else {}
+    trained = recipe.get("task")
+    same_data = trained in TASKS and TASKS.get(trained).data_config is task_cls.data_config
+    data_tree = recipe.get("data", {}) if same_data else {}
     data_tree = {k: v for k, v in data_tree.items() if k != "dir"}
     data = task_cls.data_config.from_dict(data_tree, where="data")
     model = load(folder, device=args.device)

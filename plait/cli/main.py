@@ -30,6 +30,8 @@ COMMANDS = Registry("command", {
     "translate": "plait.cli.translate:run",
     "classify": "plait.cli.classify:run",
     "tag": "plait.cli.tag:run",
+    "caption": "plait.cli.caption:run",
+    "ask": "plait.cli.ask:run",
 })
 
 # exceptions that mean "the user gave us something wrong", not "plait has a bug"

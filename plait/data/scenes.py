@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from PIL import Image, ImageDraw
 
@@ -58,7 +60,7 @@ class Shape:
 class Scene:
     shapes: list[Shape]
     captions: list[str] = field(default_factory=list)
-    qa: list[tuple[str, str]] = field(default_factory=list)
+    qa: list[QA] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[tuple[str, str], ...]:
@@ -174,21 +176,78 @@ def captions(shapes: list[Shape], rng: random.Random, n: int = 4) -> list[str]:
     return out
 
 
-def questions(shapes: list[Shape], rng: random.Random) -> list[tuple[str, str]]:
-    """Question-answer pairs about counts, colours, kinds, relations and presence."""
-    qa = [("how many shapes are there?", NUMBERS[len(shapes)])]
+class QA(NamedTuple):
+    question: str
+    answer: str
+    kind: str  # one of QUESTION_KINDS
+
+
+QUESTION_KINDS = ("count", "colour", "shape", "relation", "presence")
+# every kind's phrasings: the first is the one held-out evaluation asks; training draws from
+# all of them, so a model learns the question, not one string ({x}: the slot's words)
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    "count": ("how many shapes are there?", "how many shapes do you see?",
+              "count the shapes.", "what is the number of shapes?"),
+    "colour": ("what colour is the {x}?", "which colour is the {x}?",
+               "what is the colour of the {x}?", "the {x} is what colour?"),
+    "shape": ("what shape is {x}?", "which shape is {x}?", "what kind of shape is {x}?",
+              "the {x} shape is which one?"),
+    "relation": ("where is the {x}?", "where is the {x} placed?",
+                 "where can you see the {x}?", "what is the position of the {x}?"),
+    "presence": ("is there {x}?", "do you see {x}?", "can you find {x}?",
+                 "does the picture have {x}?"),
+}
+
+
+def questions(shapes: list[Shape], rng: random.Random) -> list[QA]:
+    """Question-answer pairs about counts, colours, kinds, relations and presence, in each
+    kind's first phrasing (:func:`rephrase` draws another). Presence asks about a shape that
+    is there half the time."""
+    qa = [QA(PHRASINGS["count"][0], NUMBERS[len(shapes)], "count")]
     for s in shapes:
-        qa.append((f"what colour is the {s.kind}?", s.colour)
+        qa.append(QA(PHRASINGS["colour"][0].format(x=s.kind), s.colour, "colour")
                   if sum(t.kind == s.kind for t in shapes) == 1 else
-                  (f"what shape is {s.colour}?", s.kind))
+                  QA(PHRASINGS["shape"][0].format(x=s.colour), s.kind, "shape"))
     if len(shapes) >= 2:
         a, b = shapes[0], shapes[1]
         where = f"{relation(a, b)} the {b.colour} {b.kind}"
-        qa.append((f"where is the {a.colour} {a.kind}?", where))
-    colour, kind = rng.choice(list(COLOURS)), rng.choice(KINDS)
+        qa.append(QA(PHRASINGS["relation"][0].format(x=f"{a.colour} {a.kind}"), where,
+                     "relation"))
+    if rng.random() < 0.5:
+        colour, kind = rng.choice(shapes).pair
+    else:
+        colour, kind = rng.choice(list(COLOURS)), rng.choice(KINDS)
     present = any(s.pair == (colour, kind) for s in shapes)
-    qa.append((f"is there {article(colour + ' ' + kind)}?", "yes" if present else "no"))
+    qa.append(QA(PHRASINGS["presence"][0].format(x=article(f"{colour} {kind}")),
+                 "yes" if present else "no", "presence"))
     return qa
+
+
+def rephrase(qa: QA, rng: random.Random) -> str:
+    """``qa``'s question in a phrasing of its kind drawn by ``rng`` (the first included)."""
+    first = PHRASINGS[qa.kind][0]
+    head, _, tail = first.partition("{x}")
+    slot = qa.question[len(head):len(qa.question) - len(tail)] if tail else qa.question[len(head):]
+    return rng.choice(PHRASINGS[qa.kind]).format(x=slot)
+
+
+def reading_order(shapes: list[Shape]) -> list[Shape]:
+    """Top row first, each row left to right (by grid cell, so jitter never reorders)."""
+    return sorted(shapes, key=lambda s: (int(s.y * 3), s.x))
+
+
+def canonical_caption(shapes: list[Shape]) -> str:
+    """The one caption a captioner is taught: every shape by colour and kind, in reading
+    order ("a red circle, a blue square and a green star")."""
+    phrases = [s.phrase() for s in reading_order(shapes)]
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def mentioned(text: str) -> tuple[tuple[str, str], ...]:
+    """The (colour, kind) pairs a caption names, sorted: compare with ``Scene.key``."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return tuple(sorted((a, b.rstrip("s")) for a, b in zip(words, words[1:], strict=False)
+                        if a in COLOURS and b.rstrip("s") in KINDS))
 
 
 # -- drawing ---------------------------------------------------------------------------------

@@ -169,8 +169,10 @@ class VLM(nn.Module):
 
     # -- the decoding protocol: the decoder's, with the image spliced in at prefill -------------
     @property
-    def max_len(self) -> int | None:
-        return self.decoder.max_len
+    def max_len(self) -> int:
+        """The decoder's ``block_size``: the context the model was built for (rotary positions
+        would run on past it, untrained), so a longer prompt is refused by name."""
+        return self.decoder.config.block_size
 
     def setup_cache(self, batch: int, max_len: int) -> None:
         self.decoder.setup_cache(batch, max_len)

@@ -12,7 +12,9 @@
 
 A recipe may first run **stages** (pretraining, then fine-tuning; aligning a projector, then
 the whole model), each a ``[[stages]]`` table with a ``name`` and its own ``task``, ``[data]``
-and ``[train]`` keys over the recipe's (``[model]`` is shared)::
+and ``[train]`` keys over the recipe's; ``[model]`` is shared unless a stage has its own
+``[stages.model]`` (a CLIP trained first, whose image tower a vision-language model then
+reads)::
 
     [[stages]]
     name = "pretrain"            # trains into <train.out_dir>/pretrain
@@ -136,15 +138,15 @@ def _stage(tree: dict[str, Any], i: int, stage: dict[str, Any]) -> Recipe:
     """Stage ``i``: its own task, data and train keys over the recipe's; the recipe's model."""
     where = f"stages[{i}]"
     for key in stage:
-        if key not in ("name", "task", "data", "train"):
-            raise ConfigError(f"unknown config key '{where}.{key}' (allowed: name, task, data,"
-                              " train)")
+        if key not in ("name", "task", "model", "data", "train"):
+            raise ConfigError(f"unknown config key '{where}.{key}' (allowed: name, task, model,"
+                              " data, train)")
     name = stage.get("name")
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"'{where}.name' must be a simple name (it names the stage's folder),"
                           f" got {name!r}")
     task = stage.get("task", tree.get("task", "lm"))
-    sub = {"task": task, "model": tree.get("model", {}),
+    sub = {"task": task, "model": stage.get("model", tree.get("model", {})),
            "data": stage.get("data", tree.get("data", {}) if task == tree.get("task", "lm")
                              else {}),
            "train": {**tree.get("train", {}), **stage.get("train", {})}}

@@ -75,6 +75,10 @@ def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
         task.init_model(model)
         return model.to(device)
     source = load(recipe.train.init_from, device=device)
+    if type(source) is not model_classes(recipe.arch)[1]:
+        adopted = task.build_from(source, recipe.model, recipe.train.init_from)
+        if adopted is not None:  # e.g. a VLM around a CLIP folder's image tower
+            return adopted.to(device).train()
     config = source.config
     if type(recipe.model) is type(config) and recipe.model_keys:
         config = config.replace(**{k: getattr(recipe.model, k) for k in recipe.model_keys})

@@ -19,10 +19,12 @@ one. The contract, method by method:
   a task never prints.
 - ``count(batch) -> int``: items in a batch (tokens, pairs), for throughput and eval weights.
 - ``units``: metric name -> unit, for what the trainer prints.
-- ``model_config(config)``, ``init_model(model)``, ``param_groups(model)``, ``files()``: fit
-  the architecture's config to the data, re-initialise a fresh model, group the parameters for
-  the optimizer (default: ``train.freeze`` / ``train.part_lr``), name files to copy beside
-  the weights. Each has a default that does the usual thing.
+- ``model_config(config)``, ``init_model(model)``, ``build_from(source, config, where)``,
+  ``param_groups(model)``, ``files()``: fit the architecture's config to the data,
+  re-initialise a fresh model, build the model around an ``init_from`` folder of another
+  architecture, group the parameters for the optimizer (default: ``train.freeze`` /
+  ``train.part_lr``), name files to copy beside the weights. Each has a default that does the
+  usual thing.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ TASKS = Registry("task", {
     "classify": "plait.training.tasks.classify:ClassifyTask",
     "classify-speakers": "plait.training.tasks.classify:SpeakersTask",
     "ner": "plait.training.tasks.ner:NERTask",
+    "scenes-caption": "plait.training.tasks.vlm:ScenesCaptionTask",
+    "scenes-vqa": "plait.training.tasks.vlm:ScenesVQATask",
 })
 
 
@@ -121,6 +125,12 @@ class Task:
     def init_model(self, model: nn.Module) -> None:
         """Called on a freshly built model (not on resume or fine-tuning); default: keep the
         model's own initialisation."""
+
+    def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
+        """A new model of the recipe's architecture (``config``) built around ``source``, a
+        ``train.init_from`` folder of another architecture (a CLIP whose image tower a VLM
+        reads); None, the default: ``source`` itself is fine-tuned."""
+        return None
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: weight decay on 2-D weights, ``train.part_lr``'s

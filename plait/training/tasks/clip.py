@@ -44,7 +44,7 @@ class ClipData(Config):
     batch_size: int = 128  # global batch (split across ranks)
     crop_scale: tuple[float, float] = (1.0, 1.0)  # random-resized-crop area; (1, 1) = off
     init: Literal["fan_in", "model"] = "fan_in"  # re-initialise a fresh model (see fan_in_init)
-    dir: str = "runs/clip_shapes/data"  # tokenizer.json + preprocessor_config.json go here
+    dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,9 +83,9 @@ class ClipTask(Task):
         self.tokenizer = caption_tokenizer(c for it in self.items for c in it.captions)
         self.ids = [[self.tokenizer.encode(c) for c in it.captions] for it in self.items]
         if d.is_main:
-            Path(data.dir).mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(data.dir)
-            write_preprocessor_config(data.dir, self.image_config)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.tokenizer.save(self.data_dir)
+            write_preprocessor_config(self.data_dir, self.image_config)
 
     def model_config(self, config: Config) -> Config:
         text = {**config.text, "vocab_size": self.tokenizer.vocab_size}
@@ -149,8 +149,7 @@ class ClipTask(Task):
         return metrics
 
     def files(self) -> list[Path]:
-        return [Path(self.data.dir) / "tokenizer.json",
-                Path(self.data.dir) / "preprocessor_config.json"]
+        return [self.data_dir / "tokenizer.json", self.data_dir / "preprocessor_config.json"]
 
 
 def fan_in_init(model: nn.Module) -> None:

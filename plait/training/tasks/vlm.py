@@ -1,0 +1,211 @@
+"""A vision–language model taught to caption synthetic scenes and answer questions about them.
+
+Each training row is one scene's image followed by turns (:mod:`plait.inference.vlm` frames
+them): ``scenes-caption`` asks only for the caption (the alignment stage), ``scenes-vqa`` asks
+the scene's questions in phrasings drawn from :data:`plait.data.scenes.PHRASINGS` and, with
+``data.caption_share``, its caption too. The loss is next-token cross-entropy on the answers
+(and their ``</s>``) only: the image, the questions and the padding carry target -100.
+
+Held out: the scenes of the ``heldout`` split, each holding a (colour, kind) pair that no
+training image shows (``HELDOUT_PAIRS``). The evaluation captions them (a caption is right when
+it names exactly the shapes present, by colour and kind; BLEU-4 by sacreBLEU against the
+canonical caption) and asks every question in its first phrasing (exact-match accuracy, overall
+and per kind).
+
+``train.init_from`` may be a CLIP (or ViT) folder: the VLM is then built around its image tower
+(:meth:`VLMScenesTask.build_from`), the recipe's ``[model.vision]`` replaced by the tower's.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from plait.config import Config
+from plait.data.scenes import (
+    COLOURS,
+    KINDS,
+    NUMBERS,
+    PHRASINGS,
+    TRAIN_TEMPLATES,
+    Scene,
+    canonical_caption,
+    rephrase,
+    scenes,
+)
+from plait.inference.vlm import CAPTION_QUESTIONS, SPECIALS, prompt_ids, turn_ids
+from plait.text.base import pad_batch
+from plait.text.char import CharTokenizer
+from plait.training.config import TrainConfig
+from plait.training.distributed import Dist, unwrap
+from plait.training.losses import IGNORE_INDEX, CrossEntropy
+from plait.training.tasks import Batch, Task
+from plait.vision import ImageConfig, normalize, write_preprocessor_config
+
+
+@dataclass(frozen=True)
+class ScenesData(Config):
+    """``[data]`` of the scene captioning and question-answering tasks."""
+
+    image_size: int = 48
+    n_train: int = 8000  # training scenes
+    n_eval: int = 200  # held-out scenes captioned and questioned by the evaluation
+    batch_size: int = 32  # images per batch, each with its turns
+    caption_share: float = 0.5  # scenes-vqa: the chance a row also asks for the caption
+    seed: int = 0
+    dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
+
+    def __post_init__(self) -> None:
+        if min(self.image_size, self.n_train, self.n_eval, self.batch_size) <= 0:
+            raise ValueError("data.image_size, n_train, n_eval and batch_size must be > 0")
+        if not 0.0 <= self.caption_share <= 1.0:
+            raise ValueError(f"data.caption_share must be in [0, 1], got {self.caption_share}")
+
+
+def scene_tokenizer() -> CharTokenizer:
+    """Characters (lower-case letters, digits, punctuation) plus every word of the scenes'
+    language as one token: captions, questions and answers are a few tokens per word."""
+    words = {*COLOURS, *KINDS, *NUMBERS.values(), "yes", "no", "left", "right", "above",
+             "below", "of", "the", "and", "small", "large"}
+    for text in (*TRAIN_TEMPLATES, *CAPTION_QUESTIONS,
+                 *(p for forms in PHRASINGS.values() for p in forms)):
+        words.update(w for w in text.replace("{x}", " ").replace("{}", " ").split())
+    words = {w.strip("?.,") for w in words}
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789 \n,.?!'-:;"))
+    return CharTokenizer(chars, SPECIALS, sorted(w for w in words if len(w) > 1))
+
+
+class ScenesCaptionTask(Task):
+    """Captions only (``scenes-caption``); :class:`ScenesVQATask` adds the questions."""
+
+    name = "scenes-caption"
+    data_config = ScenesData
+    questions = False
+    units = {"loss": "nats/answer token", "caption_exact": "fraction", "caption_bleu4": "BLEU"}
+
+    def __init__(self, data: ScenesData, train: TrainConfig, d: Dist):
+        super().__init__(data, train, d)
+        self.tokenizer = scene_tokenizer()
+        self.image_config = ImageConfig(size=data.image_size, crop_size=data.image_size)
+        self.items = scenes(data.n_train, "train", data.seed)
+        self.uint8 = torch.stack([_uint8(s, data.image_size) for s in self.items])  # (N, 3, H, W)
+        self.criterion = CrossEntropy(train.label_smoothing)
+        self.n_image_tokens = 0  # set by model_config
+        if d.is_main:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.tokenizer.save(self.data_dir)
+            write_preprocessor_config(self.data_dir, self.image_config)
+
+    # -- the model ------------------------------------------------------------------------------
+    def model_config(self, config: Config) -> Config:
+        t = self.tokenizer
+        vision = {**config.vision, "image_size": self.data.image_size}
+        text = {**config.text, "vocab_size": t.vocab_size}
+        config = config.replace(vision=vision, text=text,
+                                image_token_id=t.specials.index(SPECIALS[3]))
+        self.n_image_tokens = config.tokens_per_image
+        return config
+
+    def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
+        """A VLM around the image tower of a CLIP (or a bare ViT) folder, its weights copied;
+        the projector and the decoder start fresh."""
+        from plait.models.vlm import VLM
+
+        tower = getattr(source, "vision", source)
+        if not hasattr(tower, "features"):
+            raise ValueError(f"train.init_from {where}: a {type(source).__name__} has no ViT"
+                             " image tower to build a vision-language model around")
+        model = VLM(self.model_config(config.replace(vision=tower.config.to_dict())))
+        model.vision.load_state_dict(tower.state_dict())
+        if self.dist.is_main:
+            print(f"init_from {where}: the image tower of a {type(source).__name__}"
+                  f" ({len(tower.state_dict())} tensors); projector and decoder new", flush=True)
+        return model
+
+    # -- batches --------------------------------------------------------------------------------
+    def turns(self, scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
+        """(question, answer) turns of one training row."""
+        caption = (rng.choice(CAPTION_QUESTIONS), canonical_caption(scene.shapes))
+        if not self.questions:
+            return [caption]
+        qa = [(rephrase(q, rng), q.answer) for q in scene.qa]
+        if rng.random() < self.data.caption_share:
+            qa.append(caption)
+        rng.shuffle(qa)
+        return qa
+
+    def row(self, turns: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """(ids, targets): the image and every turn; targets are the next token where it is an
+        answer's, else -100."""
+        t = self.tokenizer
+        first_q, first_a = turn_ids(t, *turns[0])
+        ids = prompt_ids(t, turns[0][0], self.n_image_tokens)
+        labels = [IGNORE_INDEX] * len(ids)
+        for k, (q, a) in enumerate(turns):
+            q_ids, a_ids = (first_q, first_a) if k == 0 else turn_ids(t, q, a)
+            if k:
+                ids, labels = ids + q_ids, labels + [IGNORE_INDEX] * len(q_ids)
+            ids, labels = ids + a_ids, labels + a_ids
+        return ids, labels[1:] + [IGNORE_INDEX]  # targets[i] = the token after ids[i]
+
+    def batch(self, uint8: Tensor, turns: list[list[tuple[str, str]]]) -> Batch:
+        """Images (B, 3, H, W) uint8 and each one's turns -> a padded batch."""
+        rows = [self.row(ts) for ts in turns]
+        ids, mask = pad_batch([r for r, _ in rows], self.tokenizer.pad_token_id)
+        targets = torch.full_like(ids, IGNORE_INDEX)
+        for i, (_, lab) in enumerate(rows):
+            targets[i, :len(lab)] = torch.tensor(lab)
+        c = self.image_config
+        pixels = normalize(uint8.float() / 255.0, c.mean, c.std)
+        return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
+                "targets": targets}
+
+    def train_batch(self, step: int, micro: int) -> Batch:
+        rng = random.Random(f"{self.name}/{self.train.seed}/{step}/{micro}")
+        B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
+        picks = [rng.randrange(len(self.items)) for _ in range(B)]
+        turns = [self.turns(self.items[i], rng) for i in picks]
+        lo, hi = r * B // W, (r + 1) * B // W
+        return self.batch(self.uint8[picks[lo:hi]], turns[lo:hi])
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        logits = model(batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
+        return self.criterion(logits, batch["targets"])
+
+    def count(self, batch: Batch) -> int:
+        return int((batch["targets"] != IGNORE_INDEX).sum())
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, device: torch.device,
+                 max_batches: int | None) -> dict[str, float]:
+        """Captions (and, for scenes-vqa, answers) of the held-out scenes, and the answer-token
+        loss of their canonical turns. Every rank computes the same numbers."""
+        from plait.evaluation.vlm_eval import evaluate_scenes
+        from plait.inference.vlm import VisionAsker
+
+        inner = unwrap(model)
+        asker = VisionAsker(inner, self.tokenizer, self.image_config)
+        n = self.data.n_eval if max_batches is None else min(self.data.n_eval, 64)
+        return evaluate_scenes(asker, self, n, questions=self.questions, device=device)
+
+    def files(self) -> list[Path]:
+        return [self.data_dir / "tokenizer.json", self.data_dir / "preprocessor_config.json"]
+
+
+class ScenesVQATask(ScenesCaptionTask):
+    """Questions about the scenes (five kinds, several phrasings), with captions mixed in."""
+
+    name = "scenes-vqa"
+    questions = True
+    units = {**ScenesCaptionTask.units, "vqa_accuracy": "fraction",
+             **{f"vqa_{k}": "fraction" for k in PHRASINGS}}
+
+
+def _uint8(scene: Scene, size: int) -> Tensor:
+    return torch.from_numpy(np.array(scene.render(size), dtype=np.uint8)).permute(2, 0, 1)

@@ -1,0 +1,212 @@
+"""The scene VLM task end to end on a tiny model: the question data, where the loss looks, the
+three-stage recipe (CLIP, then the VLM around its frozen tower), and the commands on the folder
+it leaves (caption, ask with an attention map, eval), bad input included."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from plait.cli.main import main
+from plait.config import read_toml
+from plait.data.scenes import (
+    HELDOUT_PAIRS,
+    PHRASINGS,
+    QUESTION_KINDS,
+    canonical_caption,
+    mentioned,
+    reading_order,
+    rephrase,
+    scene_at,
+    scenes,
+)
+from plait.training import recipe_from_dict, train
+from plait.training.distributed import Dist
+from plait.training.losses import IGNORE_INDEX
+
+RECIPE = Path(__file__).parents[1] / "configs" / "vlm_scenes.toml"
+
+
+# -- the data ---------------------------------------------------------------------------------
+def test_questions_cover_every_kind_in_several_phrasings_with_balanced_presence():
+    items = scenes(400, "train", 0)
+    kinds = {q.kind for s in items for q in s.qa}
+    assert kinds == set(QUESTION_KINDS)
+    assert all(len(PHRASINGS[k]) >= 4 for k in QUESTION_KINDS)  # the first + three more
+    presence = [q.answer == "yes" for s in items for q in s.qa if q.kind == "presence"]
+    assert 0.4 < sum(presence) / len(presence) < 0.65
+    rng = random.Random(0)
+    for s in items[:50]:
+        for q in s.qa:
+            forms = {rephrase(q, rng) for _ in range(40)}
+            assert q.question in forms and len(forms) == len(PHRASINGS[q.kind])
+            slot = q.question.split(" ")[-1].rstrip("?")  # "circle?" -> circle, etc.
+            assert all(slot in f for f in forms) or q.kind == "count"
+
+
+def test_canonical_caption_names_every_shape_in_reading_order():
+    for i in range(300):
+        s = scene_at(i, "heldout" if i % 2 else "train")
+        cap = canonical_caption(s.shapes)
+        assert mentioned(cap) == s.key
+        order = [sh.pair for sh in reading_order(s.shapes)]
+        words = cap.replace(",", "").split()
+        pairs = [(a, b) for a, b in zip(words, words[1:], strict=False) if (a, b) in set(order)]
+        assert pairs == order
+    assert mentioned("a red circle and two blue stars") == (("blue", "star"), ("red", "circle"))
+    assert not any(p in HELDOUT_PAIRS for s in scenes(300, "train", 0) for p in s.key)
+
+
+# -- the loss ---------------------------------------------------------------------------------
+def _task(tmp_path, name="scenes-vqa"):
+    from plait.training import TASKS, TrainConfig
+
+    cls = TASKS.get(name)
+    data = cls.data_config(n_train=16, n_eval=4, batch_size=4)
+    task = cls(data, TrainConfig(out_dir=str(tmp_path), device="cpu"), Dist())
+    task.n_image_tokens = 9
+    return task
+
+
+def test_targets_are_the_answers_only(tmp_path):
+    task = _task(tmp_path)
+    t = task.tokenizer
+    turns = [("how many shapes are there?", "two"), ("is there a red star?", "no")]
+    ids, targets = task.row(turns)
+    image = t.specials.index("<image>")
+    assert ids[:10] == [t.bos_token_id] + [image] * 9
+    labelled = [(i, y) for i, y in enumerate(targets) if y != IGNORE_INDEX]
+    # each target is the next input token, and together they spell the answers and their </s>
+    assert all(ids[i + 1] == y for i, y in labelled if i + 1 < len(ids))
+    spelled = t.decode([y for _, y in labelled if y != t.eos_token_id])
+    assert spelled == "twono" and sum(y == t.eos_token_id for _, y in labelled) == 2
+    first_answer = ids.index(t.encode("two")[0])
+    assert all(y == IGNORE_INDEX for y in targets[:first_answer - 1])  # image and question
+
+
+def test_the_loss_ignores_image_prompt_and_padding_positions(tmp_path):
+    task = _task(tmp_path)
+    rng = random.Random(0)
+    batch = task.batch(task.uint8[:3], [task.turns(s, rng) for s in task.items[:3]])
+    T, V = batch["input_ids"].shape[1], task.tokenizer.vocab_size
+    torch.manual_seed(0)
+    logits = torch.randn(3, T, V)
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, x):
+            super().__init__()
+            self.x = x
+
+        def forward(self, *_):
+            return self.x
+
+    base = task.loss(Fixed(logits), batch)
+    ignored = batch["targets"] == IGNORE_INDEX
+    assert ignored.any() and (~ignored).any()
+    noisy = logits + 100 * torch.randn(3, T, V) * ignored[..., None]
+    assert torch.allclose(task.loss(Fixed(noisy), batch), base)
+    changed = logits + 5 * torch.randn(3, T, V) * (~ignored)[..., None]
+    assert not torch.allclose(task.loss(Fixed(changed), batch), base)
+    manual = torch.nn.functional.cross_entropy(logits[~ignored], batch["targets"][~ignored])
+    assert torch.allclose(base, manual)
+
+
+# -- the recipe and the commands on its folder ------------------------------------------------
+@pytest.fixture(scope="module")
+def vlm_run(tmp_path_factory):
+    """configs/vlm_scenes.toml shrunk: every stage runs a few steps."""
+    out = tmp_path_factory.mktemp("vlm")
+    tree = read_toml(RECIPE)
+    tree["model"]["text"].update(n_layer=1, n_embd=32, n_head=2, n_kv_head=1)
+    tree["data"].update(n_train=48, n_eval=4, batch_size=4)
+    tree["train"].update(max_steps=3, warmup_steps=1, out_dir=str(out), progress=False,
+                         threads=1, max_minutes=0.0)
+    clip, align = tree["stages"]
+    clip["model"]["vision"].update(n_layer=2, n_embd=32, n_head=2)
+    clip["model"]["text"].update(n_layer=1, n_embd=32, n_head=2)
+    clip["data"].update(n_train=48, n_gallery=8, batch_size=8)
+    clip["train"].update(max_steps=2, warmup_steps=1, max_minutes=0.0)
+    align["train"].update(max_steps=2, max_minutes=0.0)
+    recipe = recipe_from_dict(tree)
+    for run in recipe.runs():
+        train(run)
+    return out
+
+
+def test_the_frozen_tower_is_the_clip_stages_and_never_changes(vlm_run):
+    from plait.loading import load
+
+    clip, final, align = load(vlm_run / "clip"), load(vlm_run), load(vlm_run / "align")
+    tower = clip.vision.state_dict()
+    for model in (align, final):
+        ours = model.vision.state_dict()
+        assert ours.keys() == tower.keys()
+        assert all(torch.equal(ours[k], tower[k]) for k in tower)
+    moved = [k for k, v in align.decoder.state_dict().items()
+             if not torch.equal(v, final.decoder.state_dict()[k])]
+    assert moved  # the decoder did train in the last stage
+
+
+def test_caption_ask_attention_map_and_eval(vlm_run, tmp_path, capsys):
+    img = tmp_path / "scene.png"
+    scene_at(0, "heldout").render(48).save(img)
+    capsys.readouterr()
+    assert main(["caption", "--model", str(vlm_run), str(img), str(img)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    att = tmp_path / "att.png"
+    assert main(["ask", "--model", str(vlm_run), str(img), "how many shapes are there?",
+                 "--attention-map", str(att), "--max-new-tokens", "3"]) in (0, 2)
+    err = capsys.readouterr().err
+    if att.exists():
+        assert Image.open(att).size[0] > 100
+    else:  # an untrained model may answer with no word at all: said in one line
+        assert "no words to draw" in err
+    assert main(["eval", "--model", str(vlm_run), "--task", "scenes-vqa"]) == 0
+    out = capsys.readouterr().out
+    assert "vqa_accuracy" in out and "caption_exact" in out and "vqa_relation" in out
+
+
+def test_word_maps_cover_the_image_grid(vlm_run):
+    from plait.inference.attention_map import word_maps
+    from plait.inference.vlm import VisionAsker
+
+    asker = VisionAsker.from_folder(vlm_run)
+    image = scene_at(1, "heldout").render(48)
+    maps = word_maps(asker, image, "what colour is the star?", "red and blue")
+    assert [w for w, _ in maps] == ["red", "and", "blue"]
+    g = int(asker.tokens_per_image ** 0.5)
+    for _, grid in maps:
+        assert grid.shape == (g, g) and (grid >= 0).all() and 0 < float(grid.sum()) <= 1 + 1e-5
+
+
+def test_bad_input_is_one_line_and_exit_2(vlm_run, tmp_path, capsys):
+    img = tmp_path / "scene.png"
+    scene_at(0, "heldout").render(48).save(img)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(img.read_bytes()[:60])
+    gpt = tmp_path / "gpt"
+    from plait.checkpoint import save_model
+    from plait.models.gpt import GPT, GPTConfig
+
+    save_model(GPT(GPTConfig(vocab_size=10, n_layer=1, n_head=1, n_embd=8, block_size=8)), gpt)
+    cases = [
+        (["ask", "--model", str(gpt), str(img), "what?"], "not a vision-language model"),
+        (["ask", "--model", str(vlm_run), "how many shapes are there?"], "give an image and"),
+        (["ask", "--model", str(vlm_run), str(broken), "what?"], "not a readable image"),
+        (["caption", "--model", str(vlm_run), str(broken)], "not a readable image"),
+        (["ask", "--model", str(vlm_run), str(img), "<image> and <image>?"],
+         "2 <image> placeholder(s) but 1 image(s)"),
+        (["ask", "--model", str(vlm_run), str(img), str(img), "what?<image>"],
+         "1 <image> placeholder(s) but 2 image(s)"),
+        (["ask", "--model", str(vlm_run), str(img), "what " * 200],
+         "exceeds the model's maximum length"),
+    ]
+    for args, needle in cases:
+        capsys.readouterr()
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (args, err)
