@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
-RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa")
+RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa",
+                "scenes-vqa-classify")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

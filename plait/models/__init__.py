@@ -26,6 +26,8 @@ MODELS = Registry("model architecture", {
     "resnet": "plait.models.resnet:ResNet",
     "seq2seq": "plait.models.seq2seq:Seq2Seq",
     "vlm": "plait.models.vlm:VLM",
+    "visualbert": "plait.models.vl_encoders:VisualBert",
+    "vilbert": "plait.models.vl_encoders:ViLBert",
 })
 
 
@@ -33,6 +35,15 @@ def model_classes(arch: str) -> tuple[type[Config], type[nn.Module]]:
     """(config class, model class) registered as ``arch``."""
     model_cls = MODELS.get(arch)
     return model_cls.config_class, model_cls
+
+
+def model_class_for(config: Config) -> type[nn.Module]:
+    """The registered model class whose ``config_class`` is exactly ``config``'s class."""
+    for name in MODELS:
+        cls = MODELS.get(name)
+        if type(config) is cls.config_class:
+            return cls
+    raise ValueError(f"no model in plait.models.MODELS takes a {type(config).__name__}")
 
 
 def model_type_of(model: nn.Module) -> str:
@@ -44,5 +55,5 @@ def model_type_of(model: nn.Module) -> str:
 
 
 __all__ = ["CLIP", "GPT", "MODELS", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "ResNet",
-           "ResNetConfig", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "model_classes",
-           "model_type_of"]
+           "ResNetConfig", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "model_class_for",
+           "model_classes", "model_type_of"]

@@ -58,6 +58,7 @@ TASKS = Registry("task", {
     "ner": "plait.training.tasks.ner:NERTask",
     "scenes-caption": "plait.training.tasks.vlm:ScenesCaptionTask",
     "scenes-vqa": "plait.training.tasks.vlm:ScenesVQATask",
+    "scenes-vqa-classify": "plait.training.tasks.vqa_classify:ScenesVQAClassifyTask",
 })
 
 
