@@ -5,6 +5,8 @@
 - :class:`ClipEncoder`: a CLIP with its tokenizer and image preprocessing; texts and images to
   unit vectors in one space.
 - :class:`SentenceEncoder`: a sentence-transformers folder (or a BERT); texts to vectors.
+- :class:`VisionAsker`: a vision-language model with its tokenizer and image preprocessing;
+  images and questions to answers, images to captions.
 
 Each is built ``from_folder(dir, device)`` from a plait or a Hugging Face folder, and
 :func:`from_folder` picks the right one for what a folder holds. An object serves one caller at
@@ -22,12 +24,14 @@ import torch
 from plait.inference.clip import ClipEncoder
 from plait.inference.sentence import SentenceEncoder
 from plait.inference.text import StopText, TextGenerator
+from plait.inference.vlm import VisionAsker
 
 
 def from_folder(folder: str | Path, device: str | torch.device = "cpu"
-                ) -> TextGenerator | ClipEncoder | SentenceEncoder:
+                ) -> TextGenerator | ClipEncoder | SentenceEncoder | VisionAsker:
     """The inference object for what ``folder`` holds: a language model -> TextGenerator, a
-    CLIP -> ClipEncoder, a sentence-transformers folder or a BERT -> SentenceEncoder."""
+    CLIP -> ClipEncoder, a sentence-transformers folder or a BERT -> SentenceEncoder, a
+    vision-language model -> VisionAsker."""
     from plait.checkpoint import MODEL_KEY, read_model_config
 
     folder = Path(folder)
@@ -41,8 +45,11 @@ def from_folder(folder: str | Path, device: str | torch.device = "cpu"
         return ClipEncoder.from_folder(folder, device)
     if kind == "bert":
         return SentenceEncoder.from_folder(folder, device)
+    if kind == "vlm":
+        return VisionAsker.from_folder(folder, str(device))
     raise ValueError(f"{folder}: nothing to serve for a {kind!r} model (plait serves language"
-                     " models, CLIP and sentence encoders)")
+                     " models, vision-language models, CLIP and sentence encoders)")
 
 
-__all__ = ["ClipEncoder", "SentenceEncoder", "StopText", "TextGenerator", "from_folder"]
+__all__ = ["ClipEncoder", "SentenceEncoder", "StopText", "TextGenerator", "VisionAsker",
+           "from_folder"]

@@ -187,12 +187,27 @@ class ScenesCaptionTask(Task):
         """Captions (and, for scenes-vqa, answers) of the held-out scenes, and the answer-token
         loss of their canonical turns. Every rank computes the same numbers."""
         from plait.evaluation.vlm_eval import evaluate_scenes
-        from plait.inference.vlm import VisionAsker
+        from plait.inference.vlm import CAPTION_QUESTION, VisionAsker
+        from plait.training.tasks import to_device
 
         inner = unwrap(model)
-        asker = VisionAsker(inner, self.tokenizer, self.image_config)
         n = self.data.n_eval if max_batches is None else min(self.data.n_eval, 64)
-        return evaluate_scenes(asker, self, n, questions=self.questions, device=device)
+        held = scenes(n, "heldout", self.data.seed)
+        uint8 = torch.stack([_uint8(s, self.data.image_size) for s in held])
+        c = self.image_config
+        pixels = normalize(uint8.float() / 255.0, c.mean, c.std)
+        asker = VisionAsker(inner, self.tokenizer, c)
+        metrics = evaluate_scenes(asker, held, pixels, questions=self.questions)
+        turns = [[(CAPTION_QUESTION, canonical_caption(s.shapes))]
+                 + ([(q.question, q.answer) for q in s.qa] if self.questions else [])
+                 for s in held]
+        total, count = 0.0, 0
+        for i in range(0, n, 64):
+            batch = to_device(self.batch(uint8[i:i + 64], turns[i:i + 64]), device)
+            k = self.count(batch)
+            total += float(self.loss(inner, batch)) * k
+            count += k
+        return {"loss": total / max(count, 1), **metrics}
 
     def files(self) -> list[Path]:
         return [self.data_dir / "tokenizer.json", self.data_dir / "preprocessor_config.json"]
