@@ -31,6 +31,16 @@ def test_gemv_layout_keeps_values_and_outputs():
     assert gemv_layout(model).lm_head.weight.stride() == (1, 97)  # idempotent
 
 
+def test_a_model_made_under_inference_mode_still_generates():
+    """hf_speed loads its models under inference_mode: gemv_layout must keep their weights
+    inference tensors (a copy made outside it raised 'Inference tensors do not track version
+    counter' at the first decode)."""
+    with torch.inference_mode():
+        model = tiny_gpt()
+    assert model.generate(torch.randint(0, 97, (1, 5)), max_new_tokens=3).shape == (1, 8)
+    assert model.lm_head.weight.is_inference() and not model.lm_head.weight.is_contiguous()
+
+
 def test_weight_bytes_counts_tied_embedding_once():
     model = tiny_gpt()
     n = sum(p.numel() for p in model.parameters())
