@@ -100,3 +100,13 @@ def test_the_bart_rows_run_and_carry_their_parity_evidence(capsys):
     rows = [ln for ln in out.splitlines() if ln.startswith("| BART")]
     assert len(rows) == 6  # three rows, printed as they finish and again in the table
     assert all("tokens equal" in r or "max abs diff 0.0e+00" in r for r in rows), rows
+
+
+def test_the_llava_row_runs_and_generates_the_same_tokens(capsys):
+    """`--small --only llava`: the image prompt decodes on both sides to equal tokens."""
+    from benchmarks import hf_speed
+
+    hf_speed.main(["--small", "--only", "llava", "--reps", "1", "--gen-reps", "1",
+                   "--new-tokens", "4", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| LLaVA")]
+    assert len(rows) == 2 and all("tokens equal" in r for r in rows), rows
