@@ -7,7 +7,7 @@ hold identical weights, run in this one process, under ``torch.inference_mode``,
 largest output difference), so a speed-up can never come from computing something else.
 
     python -m benchmarks.hf_speed                  # GPT-2 124M, BERT-base, ViT-B/16, CLIP B/32,
-                                                   # BART-base
+                                                   # BART-base, LLaVA (CLIP B/32 + Llama 125M)
     python -m benchmarks.hf_speed --small          # tiny configs: a quick check of the script
     python -m benchmarks.hf_speed --device cuda --dtype bf16
 
@@ -267,8 +267,44 @@ def bench_bart(args: argparse.Namespace, notes: list[str]) -> list[Row]:
     ]
 
 
+# -- vision-language: LLaVA ----------------------------------------------------------------------
+def llava_config(small: bool) -> transformers.LlavaConfig:
+    if small:
+        tower = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, image_size=32, patch_size=8)
+        text = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2)
+    else:  # CLIPVisionConfig's defaults are ViT-B/32 at 224 px; a 125M Llama with GQA
+        tower = {}
+        text = dict(vocab_size=32064, hidden_size=768, intermediate_size=2048,
+                    num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4)
+    # no generation ids: LlamaConfig's eos 2 would end random decoding early
+    text = transformers.LlamaConfig(**text, bos_token_id=None, eos_token_id=None,
+                                    pad_token_id=None)
+    return transformers.LlavaConfig(vision_config=transformers.CLIPVisionConfig(**tower),
+                                    text_config=text, image_token_index=text.vocab_size - 1)
+
+
+def bench_llava(args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    torch.manual_seed(0)
+    cfg = llava_config(args.small)
+    hf, ours, note = side_by_side(transformers.LlavaForConditionalGeneration(cfg), args)
+    v, img = cfg.vision_config, cfg.image_token_index
+    n_img = (v.image_size // v.patch_size) ** 2  # the "default" strategy drops the class token
+    name = (f"LLaVA greedy decode, batch 1 ({n_img} image + {args.prompt} text tokens,"
+            f" {args.new_tokens} new)")
+    if ours is None:
+        return skipped([(name, "tok/s")], note)
+    text = torch.randint(0, img, (1, args.prompt), device=args.device)
+    image = torch.full((1, n_img), img, device=args.device)
+    ids = torch.cat((text[:, :1], image, text[:, 1:]), dim=1)  # BOS-like token, image, text
+    x = torch.randn(1, 3, v.image_size, v.image_size, device=args.device,
+                    dtype=DTYPES[args.dtype])
+    return [decode_row(name, hf, ours, ids, args, pixel_values=x)]
+
+
 FAMILIES = {"gpt2": bench_gpt2, "bert": bench_bert, "vit": bench_vit, "clip": bench_clip,
-            "bart": bench_bart}
+            "bart": bench_bart, "llava": bench_llava}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,6 +31,16 @@ def test_gemv_layout_keeps_values_and_outputs():
     assert gemv_layout(model).lm_head.weight.stride() == (1, 97)  # idempotent
 
 
+def test_a_model_made_under_inference_mode_still_generates():
+    """hf_speed loads its models under inference_mode: gemv_layout must keep their weights
+    inference tensors (a copy made outside it raised 'Inference tensors do not track version
+    counter' at the first decode)."""
+    with torch.inference_mode():
+        model = tiny_gpt()
+    assert model.generate(torch.randint(0, 97, (1, 5)), max_new_tokens=3).shape == (1, 8)
+    assert model.lm_head.weight.is_inference() and not model.lm_head.weight.is_contiguous()
+
+
 def test_weight_bytes_counts_tied_embedding_once():
     model = tiny_gpt()
     n = sum(p.numel() for p in model.parameters())
@@ -90,3 +100,13 @@ def test_the_bart_rows_run_and_carry_their_parity_evidence(capsys):
     rows = [ln for ln in out.splitlines() if ln.startswith("| BART")]
     assert len(rows) == 6  # three rows, printed as they finish and again in the table
     assert all("tokens equal" in r or "max abs diff 0.0e+00" in r for r in rows), rows
+
+
+def test_the_llava_row_runs_and_generates_the_same_tokens(capsys):
+    """`--small --only llava`: the image prompt decodes on both sides to equal tokens."""
+    from benchmarks import hf_speed
+
+    hf_speed.main(["--small", "--only", "llava", "--reps", "1", "--gen-reps", "1",
+                   "--new-tokens", "4", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| LLaVA")]
+    assert len(rows) == 2 and all("tokens equal" in r for r in rows), rows

@@ -84,6 +84,13 @@ def expand(rules: list[Rule], n_layer: int) -> list[Rule]:
     return out
 
 
+def nested(rules: list[Rule], hf: str, plait: str) -> list[Rule]:
+    """``rules`` for a model held inside another: ``hf`` and ``plait`` go before every name
+    (LLaVA keeps its Llama under ``language_model.``, plait's VLM its GPT under ``decoder.``)."""
+    return [Rule(tuple(hf + n for n in r.hf_names), None if r.plait is None else plait + r.plait,
+                 r.transform, r.split) for r in rules]
+
+
 def _few(keys: list[str], n: int = 4) -> str:
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(f"'{k}'" for k in keys[:n]) + more

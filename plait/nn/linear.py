@@ -81,12 +81,14 @@ def gemv_layout(model: nn.Module) -> nn.Module:
     layout a weight has. Idempotent.
     """
     threads = torch.get_num_threads()
-    # generate runs under inference_mode: copies made there would be inference tensors, and
-    # the model could not be trained (or run with autograd) afterwards
-    with torch.inference_mode(False):
-        for m in model.modules():
-            if not isinstance(m, nn.Linear) or min(m.weight.shape) <= 1:
-                continue
+    for m in model.modules():
+        if not isinstance(m, nn.Linear) or min(m.weight.shape) <= 1:
+            continue
+        # a copy keeps its weight's kind. generate runs under inference_mode, where a copy of
+        # an ordinary weight would be an inference tensor and the model could not be trained
+        # afterwards; a weight made under inference_mode (a model loaded there) must stay one,
+        # or using it raises "Inference tensors do not track version counter"
+        with torch.inference_mode(m.weight.is_inference()):
             split = isinstance(m, Linear) and split_count(m.weight, threads) > 1
             if m.weight.is_contiguous() and (split or m.out_features > m.in_features):
                 m.weight.data = m.weight.data.t().contiguous().t()  # (out, in) view of (in, out)
