@@ -48,6 +48,27 @@ def test_questions_cover_every_kind_in_several_phrasings_with_balanced_presence(
             assert all(slot in f for f in forms) or q.kind == "count"
 
 
+def test_relations_follow_grid_cells_and_name_a_determined_reference():
+    """'where is X?' is answered relative to the first other shape in reading order, and the
+    relation comes from the grid cells (the horizontal axis on a diagonal), never from the
+    jitter inside a cell, so every answer can be read off the picture."""
+    from plait.data.scenes import Shape, cell, relation
+
+    a, b = Shape("star", "red", "small", 0.17, 0.19), Shape("circle", "blue", "small", 0.52, 0.48)
+    assert cell(a) == (0, 0) and cell(b) == (1, 1) and relation(a, b) == "left of"
+    assert relation(Shape("star", "red", "small", 0.5, 0.15), b) == "above"
+    checked = 0
+    for i in range(300):
+        s = scene_at(i, "train")
+        for q in s.qa:
+            if q.kind == "relation":
+                first = s.shapes[0]
+                ref = next(x for x in reading_order(s.shapes) if x is not first)
+                assert q.answer == f"{relation(first, ref)} the {ref.colour} {ref.kind}"
+                checked += 1
+    assert checked > 100
+
+
 def test_canonical_caption_names_every_shape_in_reading_order():
     for i in range(300):
         s = scene_at(i, "heldout" if i % 2 else "train")

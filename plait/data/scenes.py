@@ -75,12 +75,18 @@ def article(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
 
+def cell(s: Shape) -> tuple[int, int]:
+    """(row, column) of the 3 x 3 grid cell a shape sits in (jitter never leaves it)."""
+    return int(s.y * 3), int(s.x * 3)
+
+
 def relation(a: Shape, b: Shape) -> str:
-    """Where ``a`` is relative to ``b``: the dominant axis decides."""
-    dx, dy = a.x - b.x, a.y - b.y
-    if abs(dx) >= abs(dy):
-        return "left of" if dx < 0 else "right of"
-    return "above" if dy < 0 else "below"
+    """Where ``a`` is relative to ``b``, by grid cells: the axis with more cells between them
+    decides, the horizontal one on a diagonal (so what is said never hangs on the jitter)."""
+    (ra, ca), (rb, cb) = cell(a), cell(b)
+    if abs(ca - cb) >= abs(ra - rb):
+        return "left of" if ca < cb else "right of"
+    return "above" if ra < rb else "below"
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -208,8 +214,9 @@ def questions(shapes: list[Shape], rng: random.Random) -> list[QA]:
         qa.append(QA(PHRASINGS["colour"][0].format(x=s.kind), s.colour, "colour")
                   if sum(t.kind == s.kind for t in shapes) == 1 else
                   QA(PHRASINGS["shape"][0].format(x=s.colour), s.kind, "shape"))
-    if len(shapes) >= 2:
-        a, b = shapes[0], shapes[1]
+    if len(shapes) >= 2:  # relative to the first other shape in reading order
+        a = shapes[0]
+        b = next(s for s in reading_order(shapes) if s is not a)
         where = f"{relation(a, b)} the {b.colour} {b.kind}"
         qa.append(QA(PHRASINGS["relation"][0].format(x=f"{a.colour} {a.kind}"), where,
                      "relation"))
@@ -233,7 +240,7 @@ def rephrase(qa: QA, rng: random.Random) -> str:
 
 def reading_order(shapes: list[Shape]) -> list[Shape]:
     """Top row first, each row left to right (by grid cell, so jitter never reorders)."""
-    return sorted(shapes, key=lambda s: (int(s.y * 3), s.x))
+    return sorted(shapes, key=cell)
 
 
 def canonical_caption(shapes: list[Shape]) -> str:
