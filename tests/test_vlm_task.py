@@ -136,6 +136,34 @@ def test_the_loss_ignores_image_prompt_and_padding_positions(tmp_path):
     assert torch.allclose(base, manual)
 
 
+def test_text_only_rows_describe_any_pair_but_no_image_shows_a_held_out_one(tmp_path):
+    from plait.data.scenes import imagined_scene
+    from plait.models.vlm import VLM, VLMConfig
+
+    rng = random.Random(0)
+    imagined = {p for _ in range(400) for p in imagined_scene(rng).key}
+    assert imagined >= HELDOUT_PAIRS  # the words of every pair ...
+    task = _task(tmp_path)
+    assert not any(p in HELDOUT_PAIRS for s in task.items for p in s.key)  # ... no picture
+    task = type(task)(task.data.replace(text_share=0.5), task.train, Dist())
+    vision = dict(image_size=48, patch_size=16, n_layer=1, n_head=1, n_embd=8)
+    text = dict(n_layer=1, n_head=1, n_embd=8, block_size=200)
+    model = task.model_config(VLMConfig(vision=vision, text=text))
+    m = VLM(model)
+    image_id = model.image_token_id
+    text_rows = 0
+    for step in range(4):
+        batch = task.train_batch(step, 0)
+        has_image = (batch["input_ids"] == image_id).any(1)
+        assert batch["pixel_values"].shape[0] == int(has_image.sum())
+        assert has_image.tolist() == sorted(has_image.tolist(), reverse=True)  # images first
+        assert torch.isfinite(task.loss(m, batch))
+        text_rows += int((~has_image).sum())
+    assert 0 < text_rows < 16
+    only_text = task.batch(task.uint8[:0], [[("how many shapes are there?", "one")]], 1)
+    assert only_text["pixel_values"].shape[0] == 0 and torch.isfinite(task.loss(m, only_text))
+
+
 # -- the recipe and the commands on its folder ------------------------------------------------
 @pytest.fixture(scope="module")
 def vlm_run(tmp_path_factory):

@@ -90,16 +90,18 @@ def relation(a: Shape, b: Shape) -> str:
 
 
 # -- sampling ----------------------------------------------------------------------------------
-def _sample_shapes(rng: random.Random, n: int, heldout: bool) -> list[Shape]:
-    """n shapes in distinct cells of a 3x3 grid; training scenes avoid every held-out pair."""
+def _sample_shapes(rng: random.Random, n: int, heldout: bool,
+                   any_pair: bool = False) -> list[Shape]:
+    """n shapes in distinct cells of a 3x3 grid; training scenes avoid every held-out pair
+    (``any_pair``: draw from all pairs, for scenes that are only described)."""
     cells = rng.sample(range(9), n)
     pairs: list[tuple[str, str]] = []
-    allowed = [(c, k) for c in COLOURS for k in KINDS if (c, k) not in HELDOUT_PAIRS]
+    everything = [(c, k) for c in COLOURS for k in KINDS]
     if heldout:  # the first shape is a held-out pair; the others may be anything
         pairs.append(rng.choice(sorted(HELDOUT_PAIRS)))
-        pool = [(c, k) for c in COLOURS for k in KINDS]
+        pool = everything
     else:
-        pool = allowed
+        pool = everything if any_pair else [p for p in everything if p not in HELDOUT_PAIRS]
     while len(pairs) < n:
         p = rng.choice(pool)
         if p not in pairs:  # distinct objects keep captions like "the red circle" unambiguous
@@ -116,6 +118,16 @@ def _sample_shapes(rng: random.Random, n: int, heldout: bool) -> list[Shape]:
 def make_scene(rng: random.Random, heldout: bool = False, max_shapes: int = 3) -> Scene:
     n = rng.randint(1, max_shapes)
     shapes = _sample_shapes(rng, n, heldout)
+    return Scene(shapes, captions(shapes, rng), questions(shapes, rng))
+
+
+def imagined_scene(rng: random.Random, max_shapes: int = 3) -> Scene:
+    """A scene that is only described, never drawn: any (colour, kind) pair may occur, held-out
+    ones included. Text about it teaches a model's language side every phrase ("a green
+    circle") without ever showing it an image of a held-out pair, as a pretrained language
+    model knows words it has never seen pictured."""
+    n = rng.randint(1, max_shapes)
+    shapes = _sample_shapes(rng, n, heldout=False, any_pair=True)
     return Scene(shapes, captions(shapes, rng), questions(shapes, rng))
 
 

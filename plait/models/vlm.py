@@ -158,6 +158,8 @@ class VLM(nn.Module):
             raise ValueError(f"{n_img} image(s) need {n_img * c.tokens_per_image} placeholder"
                              f" tokens ({c.tokens_per_image} each), the prompt holds {n_slots}")
         x = self.decoder.embed(input_ids, None)  # (B, T, C)
+        if n_img == 0:  # a batch of text-only rows
+            return x
         feats = self.image_features(pixel_values).to(x.dtype)  # (B_img, N, C)
         return x.masked_scatter(slots[..., None], feats.reshape(-1, x.shape[-1]))
 

@@ -1,9 +1,10 @@
 """A vision–language model taught to caption synthetic scenes and answer questions about them.
 
-Each training row is one scene's image followed by turns (:mod:`plait.inference.vlm` frames
-them): ``scenes-caption`` asks only for the caption (the alignment stage), ``scenes-vqa`` asks
-the scene's questions in phrasings drawn from :data:`plait.data.scenes.PHRASINGS` and, with
-``data.caption_share``, its caption too. The loss is next-token cross-entropy on the answers
+Each training row is one scene's image and one turn (:mod:`plait.inference.vlm` frames it):
+``scenes-caption`` asks for the caption (the alignment stage), ``scenes-vqa`` one of the
+scene's questions in a phrasing drawn from :data:`plait.data.scenes.PHRASINGS` or, with
+``data.caption_share``, the caption. With ``data.text_share`` some rows are text alone, about
+scenes that are described but never drawn. The loss is next-token cross-entropy on the answers
 (and their ``</s>``) only: the image, the questions and the padding carry target -100.
 
 Held out: the scenes of the ``heldout`` split, each holding a (colour, kind) pair that no
@@ -36,6 +37,7 @@ from plait.data.scenes import (
     TRAIN_TEMPLATES,
     Scene,
     canonical_caption,
+    imagined_scene,
     rephrase,
     scenes,
 )
@@ -56,16 +58,20 @@ class ScenesData(Config):
     image_size: int = 48
     n_train: int = 8000  # training scenes
     n_eval: int = 200  # held-out scenes captioned and questioned by the evaluation
-    batch_size: int = 32  # images per batch, each with its turns
-    caption_share: float = 0.5  # scenes-vqa: the chance a row also asks for the caption
+    batch_size: int = 32  # rows per batch: an image (or none) and one turn each
+    caption_share: float = 0.25  # scenes-vqa: the chance a row asks for the caption
+    # the share of rows that are text alone, about a scene that is described but never drawn
+    # (any colour+kind pair): the decoder learns every phrase, never an image of a held-out pair
+    text_share: float = 0.0
     seed: int = 0
     dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
 
     def __post_init__(self) -> None:
         if min(self.image_size, self.n_train, self.n_eval, self.batch_size) <= 0:
             raise ValueError("data.image_size, n_train, n_eval and batch_size must be > 0")
-        if not 0.0 <= self.caption_share <= 1.0:
-            raise ValueError(f"data.caption_share must be in [0, 1], got {self.caption_share}")
+        for name in ("caption_share", "text_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def scene_tokenizer() -> CharTokenizer:
@@ -130,22 +136,22 @@ class ScenesCaptionTask(Task):
 
     # -- batches --------------------------------------------------------------------------------
     def turns(self, scene: Scene, rng: random.Random) -> list[tuple[str, str]]:
-        """(question, answer) turns of one training row."""
-        caption = (rng.choice(CAPTION_QUESTIONS), canonical_caption(scene.shapes))
-        if not self.questions:
-            return [caption]
-        qa = [(rephrase(q, rng), q.answer) for q in scene.qa]
-        if rng.random() < self.data.caption_share:
-            qa.append(caption)
-        rng.shuffle(qa)
-        return qa
+        """The (question, answer) turn of one training row: the caption, or (scenes-vqa) one
+        of the scene's questions in a drawn phrasing. One turn per row: with several, a later
+        answer could be read off an earlier one (a caption names every shape) instead of the
+        image, and a model trained so answers a lone question by chance."""
+        if not self.questions or rng.random() < self.data.caption_share:
+            return [(rng.choice(CAPTION_QUESTIONS), canonical_caption(scene.shapes))]
+        q = rng.choice(scene.qa)
+        return [(rephrase(q, rng), q.answer)]
 
-    def row(self, turns: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
-        """(ids, targets): the image and every turn; targets are the next token where it is an
-        answer's, else -100."""
+    def row(self, turns: list[tuple[str, str]],
+            image: bool = True) -> tuple[list[int], list[int]]:
+        """(ids, targets): the image (unless ``image`` is false) and every turn; targets are the
+        next token where it is an answer's, else -100."""
         t = self.tokenizer
         first_q, first_a = turn_ids(t, *turns[0])
-        ids = prompt_ids(t, turns[0][0], self.n_image_tokens)
+        ids = prompt_ids(t, turns[0][0], self.n_image_tokens, n_images=int(image))
         labels = [IGNORE_INDEX] * len(ids)
         for k, (q, a) in enumerate(turns):
             q_ids, a_ids = (first_q, first_a) if k == 0 else turn_ids(t, q, a)
@@ -154,9 +160,11 @@ class ScenesCaptionTask(Task):
             ids, labels = ids + a_ids, labels + a_ids
         return ids, labels[1:] + [IGNORE_INDEX]  # targets[i] = the token after ids[i]
 
-    def batch(self, uint8: Tensor, turns: list[list[tuple[str, str]]]) -> Batch:
-        """Images (B, 3, H, W) uint8 and each one's turns -> a padded batch."""
-        rows = [self.row(ts) for ts in turns]
+    def batch(self, uint8: Tensor, turns: list[list[tuple[str, str]]],
+              text_only: int = 0) -> Batch:
+        """Images (B, 3, H, W) uint8 and each one's turns -> a padded batch; the last
+        ``text_only`` rows of ``turns`` have no image."""
+        rows = [self.row(ts, image=i < len(turns) - text_only) for i, ts in enumerate(turns)]
         ids, mask = pad_batch([r for r, _ in rows], self.tokenizer.pad_token_id)
         targets = torch.full_like(ids, IGNORE_INDEX)
         for i, (_, lab) in enumerate(rows):
@@ -169,10 +177,13 @@ class ScenesCaptionTask(Task):
     def train_batch(self, step: int, micro: int) -> Batch:
         rng = random.Random(f"{self.name}/{self.train.seed}/{step}/{micro}")
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
-        picks = [rng.randrange(len(self.items)) for _ in range(B)]
+        n_text = sum(rng.random() < self.data.text_share for _ in range(B))
+        picks = [rng.randrange(len(self.items)) for _ in range(B - n_text)]
         turns = [self.turns(self.items[i], rng) for i in picks]
-        lo, hi = r * B // W, (r + 1) * B // W
-        return self.batch(self.uint8[picks[lo:hi]], turns[lo:hi])
+        turns += [self.turns(imagined_scene(rng), rng) for _ in range(n_text)]
+        lo, hi = r * B // W, (r + 1) * B // W  # this rank's rows: images first, then text
+        return self.batch(self.uint8[picks[lo:min(hi, len(picks))]], turns[lo:hi],
+                          text_only=max(0, hi - max(lo, len(picks))))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
