@@ -169,10 +169,18 @@ class ScenesCaptionTask(Task):
         targets = torch.full_like(ids, IGNORE_INDEX)
         for i, (_, lab) in enumerate(rows):
             targets[i, :len(lab)] = torch.tensor(lab)
-        c = self.image_config
-        pixels = normalize(uint8.float() / 255.0, c.mean, c.std)
-        return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
+        return {"input_ids": ids, "attention_mask": mask, "pixel_values": self.pixels(uint8),
                 "targets": targets}
+
+    def pixels(self, uint8: Tensor) -> Tensor:
+        """(B, 3, H, W) uint8 images -> the model's normalised input."""
+        c = self.image_config
+        return normalize(uint8.float() / 255.0, c.mean, c.std)
+
+    def heldout(self, n: int) -> tuple[list[Scene], Tensor]:
+        """The first ``n`` held-out scenes and their images (uint8)."""
+        held = scenes(n, "heldout", self.data.seed)
+        return held, torch.stack([_uint8(s, self.data.image_size) for s in held])
 
     def train_batch(self, step: int, micro: int) -> Batch:
         rng = random.Random(f"{self.name}/{self.train.seed}/{step}/{micro}")
@@ -203,12 +211,9 @@ class ScenesCaptionTask(Task):
 
         inner = unwrap(model)
         n = self.data.n_eval if max_batches is None else min(self.data.n_eval, 64)
-        held = scenes(n, "heldout", self.data.seed)
-        uint8 = torch.stack([_uint8(s, self.data.image_size) for s in held])
-        c = self.image_config
-        pixels = normalize(uint8.float() / 255.0, c.mean, c.std)
-        asker = VisionAsker(inner, self.tokenizer, c)
-        metrics = evaluate_scenes(asker, held, pixels, questions=self.questions)
+        held, uint8 = self.heldout(n)
+        asker = VisionAsker(inner, self.tokenizer, self.image_config)
+        metrics = evaluate_scenes(asker, held, self.pixels(uint8), questions=self.questions)
         turns = [[(CAPTION_QUESTION, canonical_caption(s.shapes))]
                  + ([(q.question, q.answer) for q in s.qa] if self.questions else [])
                  for s in held]

@@ -17,14 +17,13 @@ import torch.nn as nn
 from torch import Tensor
 
 from plait.config import Config
-from plait.data.scenes import QUESTION_KINDS, rephrase, scenes
+from plait.data.scenes import QUESTION_KINDS, rephrase
 from plait.text.base import pad_batch
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.losses import CrossEntropy
 from plait.training.tasks import Batch
-from plait.training.tasks.vlm import ScenesCaptionTask, ScenesData, _uint8
-from plait.vision import normalize
+from plait.training.tasks.vlm import ScenesCaptionTask, ScenesData
 
 
 class ScenesVQAClassifyTask(ScenesCaptionTask):
@@ -67,9 +66,8 @@ class ScenesVQAClassifyTask(ScenesCaptionTask):
                               t.pad_token_id)
         index = {a: i for i, a in enumerate(self.answers)}
         labels = torch.tensor([index.get(a, -100) for a in answers])  # unseen: no target
-        c = self.image_config
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                "pixel_values": normalize(uint8.float() / 255.0, c.mean, c.std)}
+                "pixel_values": self.pixels(uint8)}
 
     def train_batch(self, step: int, micro: int) -> Batch:
         rng = random.Random(f"{self.name}/{self.train.seed}/{step}/{micro}")
@@ -92,8 +90,7 @@ class ScenesVQAClassifyTask(ScenesCaptionTask):
         from plait.training.tasks import to_device
 
         m = unwrap(model)
-        held = scenes(self.data.n_eval, "heldout", self.data.seed)
-        uint8 = torch.stack([_uint8(s, self.data.image_size) for s in held])
+        held, uint8 = self.heldout(self.data.n_eval)
         asked = [(i, q) for i, s in enumerate(held) for q in s.qa]
         right: dict[str, list[bool]] = defaultdict(list)
         total, n = 0.0, 0
