@@ -127,6 +127,27 @@ def test_char_tokenizer_word_tokens(tmp_path):
         CharTokenizer(list("ab"), words=["ac"])
 
 
+def test_char_tokenizer_spaced_words_carry_their_space(tmp_path):
+    """With spaced=True a known word takes the one space before it into its token ("Ġword"):
+    "le mars" is two tokens, not three; a second space, a word at the start or after
+    punctuation, and unknown words stay as before; decode is exact; save and load keep it."""
+    plain = CharTokenizer(list("abelmrsv ,9"), words=["mars", "le"])
+    tok = CharTokenizer(list("abelmrsv ,9"), words=["mars", "le"], spaced=True)
+    assert tok.vocab_size == plain.vocab_size + 2
+    assert tok.encode("le mars") == [tok.word_ids["le"], tok.word_ids[" mars"]]
+    assert len(plain.encode("le mars")) == 3
+    assert tok.encode("le  mars")[1:] == [tok.stoi[" "], tok.word_ids[" mars"]]
+    assert tok.encode(",mars") == [tok.stoi[","], tok.word_ids["mars"]]
+    assert tok.encode(" bas") == plain.encode(" bas")  # not a word: spelled out, space alone
+    for text in ("le mars, le 9 mars", "  mars  ", " mars", "marsmars mars", "", "le mars le"):
+        assert tok.decode(tok.encode(text)) == text
+    tok.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert again.spaced and again.encode("9 le mars") == tok.encode("9 le mars")
+    with pytest.raises(ValueError, match="space character"):
+        CharTokenizer(list("abelmrs"), words=["mars"], spaced=True)
+
+
 def test_char_tokenizer_refuses_unknown_characters():
     tok = CharTokenizer.train("abc ")
     with pytest.raises(ValueError) as e:

@@ -14,7 +14,9 @@ from PIL import Image
 from plait.cli.main import main
 from plait.config import read_toml
 from plait.data.scenes import (
+    COLOURS,
     HELDOUT_PAIRS,
+    KINDS,
     PHRASINGS,
     QUESTION_KINDS,
     canonical_caption,
@@ -24,6 +26,7 @@ from plait.data.scenes import (
     scene_at,
     scenes,
 )
+from plait.inference.vlm import CAPTION_QUESTIONS
 from plait.training import recipe_from_dict, train
 from plait.training.distributed import Dist
 from plait.training.losses import IGNORE_INDEX
@@ -46,6 +49,20 @@ def test_questions_cover_every_kind_in_several_phrasings_with_balanced_presence(
             assert q.question in forms and len(forms) == len(PHRASINGS[q.kind])
             slot = q.question.split(" ")[-1].rstrip("?")  # "circle?" -> circle, etc.
             assert all(slot in f for f in forms) or q.kind == "count"
+
+
+def test_no_training_question_names_a_held_out_pair_but_held_out_ones_do():
+    """Asked about a held-out pair in a training scene, the answer would always be "no", and a
+    model would learn that the pair does not exist instead of looking."""
+    def named(items):
+        return {(c, k) for s in items for q in s.qa for c in COLOURS for k in KINDS
+                if f" {c} {k}" in f" {q.question}"}
+
+    assert not named(scenes(1000, "train", 0)) & HELDOUT_PAIRS
+    held = scenes(300, "heldout", 0)
+    assert named(held) >= HELDOUT_PAIRS
+    absent = [q for s in held for q in s.qa if q.kind == "presence" and q.answer == "no"]
+    assert named([type(held[0])([], qa=absent)]) & HELDOUT_PAIRS  # asked when absent too
 
 
 def test_relations_follow_grid_cells_and_name_a_determined_reference():
@@ -159,6 +176,9 @@ def test_text_only_rows_describe_any_pair_but_no_image_shows_a_held_out_one(tmp_
         assert has_image.tolist() == sorted(has_image.tolist(), reverse=True)  # images first
         assert torch.isfinite(task.loss(m, batch))
         text_rows += int((~has_image).sum())
+        for row in batch["input_ids"][~has_image].tolist():  # a description, never a question
+            question, _, caption = task.tokenizer.decode(row).partition("\n")
+            assert question in CAPTION_QUESTIONS and mentioned(caption)
     assert 0 < text_rows < 16
     only_text = task.batch(task.uint8[:0], [[("how many shapes are there?", "one")]], 1)
     assert only_text["pixel_values"].shape[0] == 0 and torch.isfinite(task.loss(m, only_text))

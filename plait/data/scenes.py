@@ -118,7 +118,7 @@ def _sample_shapes(rng: random.Random, n: int, heldout: bool,
 def make_scene(rng: random.Random, heldout: bool = False, max_shapes: int = 3) -> Scene:
     n = rng.randint(1, max_shapes)
     shapes = _sample_shapes(rng, n, heldout)
-    return Scene(shapes, captions(shapes, rng), questions(shapes, rng))
+    return Scene(shapes, captions(shapes, rng), questions(shapes, rng, heldout))
 
 
 def imagined_scene(rng: random.Random, max_shapes: int = 3) -> Scene:
@@ -217,10 +217,12 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def questions(shapes: list[Shape], rng: random.Random) -> list[QA]:
+def questions(shapes: list[Shape], rng: random.Random, heldout: bool = True) -> list[QA]:
     """Question-answer pairs about counts, colours, kinds, relations and presence, in each
     kind's first phrasing (:func:`rephrase` draws another). Presence asks about a shape that
-    is there half the time."""
+    is there half the time; in a training scene (``heldout=False``) never about a held-out
+    pair, whose answer there would always be "no": a model would learn that those pairs do not
+    exist instead of looking."""
     qa = [QA(PHRASINGS["count"][0], NUMBERS[len(shapes)], "count")]
     for s in shapes:
         qa.append(QA(PHRASINGS["colour"][0].format(x=s.kind), s.colour, "colour")
@@ -236,6 +238,8 @@ def questions(shapes: list[Shape], rng: random.Random) -> list[QA]:
         colour, kind = rng.choice(shapes).pair
     else:
         colour, kind = rng.choice(list(COLOURS)), rng.choice(KINDS)
+        while not heldout and (colour, kind) in HELDOUT_PAIRS:
+            colour, kind = rng.choice(list(COLOURS)), rng.choice(KINDS)
     present = any(s.pair == (colour, kind) for s in shapes)
     qa.append(QA(PHRASINGS["presence"][0].format(x=article(f"{colour} {kind}")),
                  "yes" if present else "no", "presence"))

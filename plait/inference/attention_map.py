@@ -75,10 +75,12 @@ def word_maps(asker, image: Image.Image, question: str,
         piece = t.decode([int(ids[0, p])])
         if not piece.strip():
             continue
-        if out and p - 1 == out[-1][1][-1] and not t.decode([int(ids[0, p - 1])]).isspace():
+        # a piece goes on the word before it unless a space comes between (a space token, or
+        # one carried at the front of a word token)
+        if out and p - 1 == out[-1][1][-1] and not piece[0].isspace():
             out[-1] = (out[-1][0] + piece, out[-1][1] + [p])
         else:
-            out.append((piece, [p]))
+            out.append((piece.strip(), [p]))
     return [(word, mean[[p - 1 for p in rows]][:, image_cols[:g * g]].mean(0).reshape(g, g))
             for word, rows in out]
 

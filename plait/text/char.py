@@ -16,7 +16,9 @@ characters, ``encode`` never produces them, and ``decode`` leaves them out.
 one token ("тридцать", "mars"), any other run is spelled out character by character; digits,
 spaces and punctuation are always single characters. A model then sees "тридцать" and
 "триста" as two symbols rather than two spellings that share "три", while ``decode`` still
-returns exactly the text that was encoded.
+returns exactly the text that was encoded. With ``spaced=True`` each word also has a second
+token that carries the one space before it (GPT-2's "Ġword"): "the red circle" is three tokens,
+not five, so a sentence of words costs half the positions.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class CharTokenizer:
     """Characters <-> ids; ``CharTokenizer.train(text)`` builds the vocabulary."""
 
     def __init__(self, chars: list[str], specials: tuple[str, ...] | list[str] = (),
-                 words: tuple[str, ...] | list[str] = ()):
+                 words: tuple[str, ...] | list[str] = (), spaced: bool = False):
         if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise ValueError("CharTokenizer needs a non-empty list of distinct single characters")
         if len(set(specials)) != len(specials) or any(len(t) < 2 for t in specials):
@@ -54,10 +56,14 @@ class CharTokenizer:
         self.specials = list(specials)
         self.chars = list(chars)
         self.words = list(words)
+        self.spaced = bool(spaced and words)
+        if self.spaced and " " not in self.chars:
+            raise ValueError("spaced word tokens need the space character in the vocabulary")
         n = len(self.specials)
         self.stoi = {c: n + i for i, c in enumerate(self.chars)}
-        self.word_ids = {w: n + len(self.chars) + i for i, w in enumerate(self.words)}
-        self.itos = [*self.specials, *self.chars, *self.words]
+        forms = [*self.words, *(" " + w for w in self.words)] if self.spaced else self.words
+        self.word_ids = {w: n + len(self.chars) + i for i, w in enumerate(forms)}
+        self.itos = [*self.specials, *self.chars, *forms]
 
     @classmethod
     def train(cls, text: str, specials: tuple[str, ...] = (), min_word_count: int = 0
@@ -103,8 +109,11 @@ class CharTokenizer:
                 return [stoi[c] for c in text]
             out, end = [], 0
             for m in LETTERS.finditer(text):
-                out += [stoi[c] for c in text[end:m.start()]]
-                word = self.word_ids.get(m.group())
+                start, word = m.start(), self.word_ids.get(m.group())
+                if (word is not None and self.spaced and start > end
+                        and text[start - 1] == " "):  # the space travels with the word
+                    start, word = start - 1, self.word_ids[" " + m.group()]
+                out += [stoi[c] for c in text[end:start]]
                 out += [word] if word is not None else [stoi[c] for c in m.group()]
                 end = m.end()
             return out + [stoi[c] for c in text[end:]]
@@ -133,13 +142,15 @@ class CharTokenizer:
             data["specials"] = self.specials
         if self.words:
             data["words"] = self.words
+        if self.spaced:
+            data["spaced"] = True
         atomic_write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
         return path
 
     @classmethod
     def from_dict(cls, data: dict) -> CharTokenizer:
         return cls(list(data["chars"]), tuple(data.get("specials", ())),
-                   tuple(data.get("words", ())))
+                   tuple(data.get("words", ())), bool(data.get("spaced", False)))
 
     def __repr__(self) -> str:
         words = f", words={len(self.words)}" if self.words else ""

@@ -3,8 +3,10 @@
 Each training row is one scene's image and one turn (:mod:`plait.inference.vlm` frames it):
 ``scenes-caption`` asks for the caption (the alignment stage), ``scenes-vqa`` one of the
 scene's questions in a phrasing drawn from :data:`plait.data.scenes.PHRASINGS` or, with
-``data.caption_share``, the caption. With ``data.text_share`` some rows are text alone, about
-scenes that are described but never drawn. The loss is next-token cross-entropy on the answers
+``data.caption_share``, the caption. With ``data.text_share`` some rows are text alone: the
+caption of a scene that is described but never drawn (never a question: without the picture
+its answer is noise, and a model taught to guess answers from the question alone learns the
+look-up later). The loss is next-token cross-entropy on the answers
 (and their ``</s>``) only: the image, the questions and the padding carry target -100.
 
 Held out: the scenes of the ``heldout`` split, each holding a (colour, kind) pair that no
@@ -60,8 +62,9 @@ class ScenesData(Config):
     n_eval: int = 200  # held-out scenes captioned and questioned by the evaluation
     batch_size: int = 32  # rows per batch: an image (or none) and one turn each
     caption_share: float = 0.25  # scenes-vqa: the chance a row asks for the caption
-    # the share of rows that are text alone, about a scene that is described but never drawn
-    # (any colour+kind pair): the decoder learns every phrase, never an image of a held-out pair
+    # the share of rows that are text alone, the caption of a scene that is described but never
+    # drawn (any colour+kind pair): the decoder learns every phrase, never an image of a held-out
+    # pair
     text_share: float = 0.0
     seed: int = 0
     dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
@@ -84,7 +87,7 @@ def scene_tokenizer() -> CharTokenizer:
         words.update(w for w in text.replace("{x}", " ").replace("{}", " ").split())
     words = {w.strip("?.,") for w in words}
     chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789 \n,.?!'-:;"))
-    return CharTokenizer(chars, SPECIALS, sorted(w for w in words if len(w) > 1))
+    return CharTokenizer(chars, SPECIALS, sorted(w for w in words if len(w) > 1), spaced=True)
 
 
 class ScenesCaptionTask(Task):
@@ -188,7 +191,8 @@ class ScenesCaptionTask(Task):
         n_text = sum(rng.random() < self.data.text_share for _ in range(B))
         picks = [rng.randrange(len(self.items)) for _ in range(B - n_text)]
         turns = [self.turns(self.items[i], rng) for i in picks]
-        turns += [self.turns(imagined_scene(rng), rng) for _ in range(n_text)]
+        turns += [[(rng.choice(CAPTION_QUESTIONS), canonical_caption(imagined_scene(rng).shapes))]
+                  for _ in range(n_text)]
         lo, hi = r * B // W, (r + 1) * B // W  # this rank's rows: images first, then text
         return self.batch(self.uint8[picks[lo:min(hi, len(picks))]], turns[lo:hi],
                           text_only=max(0, hi - max(lo, len(picks))))
