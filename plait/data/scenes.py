@@ -127,8 +127,7 @@ def imagined_scene(rng: random.Random, max_shapes: int = 3) -> Scene:
     circle") without ever showing it an image of a held-out pair, as a pretrained language
     model knows words it has never seen pictured."""
     n = rng.randint(1, max_shapes)
-    shapes = _sample_shapes(rng, n, heldout=False, any_pair=True)
-    return Scene(shapes, captions(shapes, rng), questions(shapes, rng))
+    return Scene(_sample_shapes(rng, n, heldout=False, any_pair=True))  # shapes only: no rows ask
 
 
 def scene_at(index: int, split: str = "train", seed: int = 0, max_shapes: int = 3) -> Scene:

@@ -153,12 +153,11 @@ class ScenesCaptionTask(Task):
         """(ids, targets): the image (unless ``image`` is false) and every turn; targets are the
         next token where it is an answer's, else -100."""
         t = self.tokenizer
-        first_q, first_a = turn_ids(t, *turns[0])
         ids = prompt_ids(t, turns[0][0], self.n_image_tokens, n_images=int(image))
         labels = [IGNORE_INDEX] * len(ids)
         for k, (q, a) in enumerate(turns):
-            q_ids, a_ids = (first_q, first_a) if k == 0 else turn_ids(t, q, a)
-            if k:
+            q_ids, a_ids = turn_ids(t, q, a)
+            if k:  # the first question is in the prompt already
                 ids, labels = ids + q_ids, labels + [IGNORE_INDEX] * len(q_ids)
             ids, labels = ids + a_ids, labels + a_ids
         return ids, labels[1:] + [IGNORE_INDEX]  # targets[i] = the token after ids[i]
