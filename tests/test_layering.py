@@ -99,6 +99,7 @@ LAYERS = [
     ("plait.models", BASE | {"plait.nn", "plait.generation"}),
     ("plait.text", BASE),
     ("plait.vision", BASE),
+    ("plait.audio", BASE),
     ("plait.data", BASE | {"plait.text", "plait.vision"}),
     ("plait.checkpoint", BASE | {"plait.models"}),
     ("plait.hf", BASE | {"plait.checkpoint", "plait.models", "plait.nn"}),

@@ -1,0 +1,74 @@
+"""Reading audio files: decode with libsndfile, mix down to mono, resample to 16 kHz.
+
+Whisper's own loader pipes every file through ``ffmpeg -ac 1 -ar 16000``; plait reads wav and
+flac (everything libsndfile decodes) with ``soundfile`` and resamples with a polyphase filter
+(``scipy.signal.resample_poly``), so no subprocess and no ffmpeg are needed. The mixdown is the
+channel mean, which is what ffmpeg does for stereo.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+SAMPLING_RATE = 16_000  # Whisper's rate: every model input is 16 kHz mono
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used: names the file and why, on one line."""
+
+
+def load(path: str | Path) -> np.ndarray:
+    """Read ``path`` as float32 mono samples at 16 kHz, in [-1, 1] for integer formats.
+
+    The recording is returned whole: its duration is ``len(x) / 16000`` seconds, and
+    :func:`plait.audio.log_mel` keeps only the first 30 s (as Whisper does), so a caller
+    with longer files splits them first.
+
+    Raises FileNotFoundError for a missing path and AudioError (a ValueError, one line naming
+    the file) for an empty file, a file that is not audio or is corrupt, a sample format
+    libsndfile cannot decode, and a recording with no samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    try:
+        # always_2d: (frames, channels) for mono and multichannel alike; integer PCM is scaled
+        # to [-1, 1) by libsndfile, as ffmpeg's f32le output is
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError) as e:
+        # libsndfile's own reason ("Format not recognised.", "File contains data in an
+        # unimplemented format."), without soundfile's "Error opening '<path>': " prefix
+        reason = getattr(e, "error_string", None) or str(e)
+        raise AudioError(f"{path}: cannot decode as audio: {one_line(reason)}") from e
+    if samples.shape[0] == 0:
+        raise AudioError(f"{path}: the recording has no samples (0 frames)")
+    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    return resample(mono, rate)
+
+
+def resample(x: np.ndarray, rate: int, target: int = SAMPLING_RATE) -> np.ndarray:
+    """1-D ``x`` sampled at ``rate`` Hz -> float32 at ``target`` Hz (polyphase FIR filter).
+
+    ``up / down`` is reduced by the gcd first (44.1 kHz -> 16 kHz is 160 / 441): the filter's
+    length grows with ``max(up, down)``, so an unreduced ratio would cost far more. The output
+    has ``ceil(len(x) * up / down)`` samples.
+    """
+    if rate <= 0:
+        raise ValueError(f"sampling rate must be positive, got {rate}")
+    x = np.asarray(x, dtype=np.float32)
+    if rate == target:
+        return np.ascontiguousarray(x)
+    g = math.gcd(rate, target)
+    return resample_poly(x, target // g, rate // g).astype(np.float32, copy=False)
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks folded, so an error message stays one line."""
+    return " ".join(text.split())
