@@ -110,3 +110,13 @@ def test_the_llava_row_runs_and_generates_the_same_tokens(capsys):
                    "--new-tokens", "4", "--threads", "1"])
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| LLaVA")]
     assert len(rows) == 2 and all("tokens equal" in r for r in rows), rows
+
+
+def test_the_audio_rows_run_and_agree(capsys):
+    """`benchmarks.audio_speed` on 2 short recordings: both rows ran and the features agree."""
+    from benchmarks import audio_speed
+
+    audio_speed.main(["--batch", "2", "--seconds", "1.5", "--reps", "1", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| log-mel")]
+    assert len(rows) == 2, rows
+    assert all(float(r.split("max abs diff ")[1].split()[0]) < 1e-4 for r in rows), rows
