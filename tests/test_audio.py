@@ -100,6 +100,9 @@ def test_tensors_and_other_mel_counts(extractor):
     out = log_mel(x)
     assert not out.requires_grad
     torch.testing.assert_close(out, log_mel(audio), rtol=0, atol=0)
+    frozen = audio[::-1].copy()
+    frozen.setflags(write=False)  # read-only and reversed views are taken as they are
+    torch.testing.assert_close(log_mel(frozen[::-1]), out, rtol=0, atol=0)
     v3 = WhisperFeatureExtractor(feature_size=128)  # large-v3 uses 128 mels
     ref = v3(audio, sampling_rate=SR, return_tensors="np").input_features
     assert np.abs(log_mel(audio, n_mels=128).numpy() - ref).max() < TOL

@@ -56,9 +56,10 @@ def load(path: str | Path) -> np.ndarray:
 def resample(x: np.ndarray, rate: int, target: int = SAMPLING_RATE) -> np.ndarray:
     """1-D ``x`` sampled at ``rate`` Hz -> float32 at ``target`` Hz (polyphase FIR filter).
 
-    ``up / down`` is reduced by the gcd first (44.1 kHz -> 16 kHz is 160 / 441): the filter's
-    length grows with ``max(up, down)``, so an unreduced ratio would cost far more. The output
-    has ``ceil(len(x) * up / down)`` samples.
+    ``up / down`` is the ratio in lowest terms (44.1 kHz -> 16 kHz is 160 / 441; 48 kHz is
+    1 / 3): the low-pass filter's length is set by ``max(up, down)``. scipy reduces the ratio
+    as well; doing it here keeps the ratio visible. The output has ``ceil(len(x) * up / down)``
+    samples.
     """
     if rate <= 0:
         raise ValueError(f"sampling rate must be positive, got {rate}")

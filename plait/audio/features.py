@@ -12,11 +12,11 @@ The steps, as in openai/whisper ``audio.py:log_mel_spectrogram`` and transformer
     6. per recording: max(x, x.max() - 8), a floor 80 dB under the loudest bin
     7. (x + 4) / 4
 
-Where the time goes differs from transformers (same maths, ~1e-7 apart): the 30 s and the
+The maths is transformers' (outputs ~1e-7 apart), arranged to do less work: the 30 s and the
 reflect padding are written into one buffer; ``unfold`` frames it and keeps only the 3,000
-frames Whisper uses, so there is no last frame to cut off and copy; and the power is
-re^2 + im^2, not ``abs() ** 2``, whose square root then square cost more than the FFT's
-output is worth.
+frames Whisper uses, so no last frame is cut off with a copy; and the power is re^2 + im^2,
+where ``abs() ** 2`` takes a square root only to square it again (on CPU that pass cost
+transformers about as much as the FFT itself).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ _MELS_PER_LOG_HZ = 27.0 / np.log(6.4)
 def hz_to_mel(hz: np.ndarray) -> np.ndarray:
     """Frequencies in Hz -> Slaney mels (float64)."""
     hz = np.asarray(hz, dtype=np.float64)
-    log_part = _LOG_START_MEL + np.log(np.maximum(hz, _LOG_START_HZ) / _LOG_START_HZ) \
-        * _MELS_PER_LOG_HZ
+    octaves = np.log(np.maximum(hz, _LOG_START_HZ) / _LOG_START_HZ)  # clipped: no log(0)
+    log_part = _LOG_START_MEL + octaves * _MELS_PER_LOG_HZ
     return np.where(hz >= _LOG_START_HZ, log_part, 3.0 * hz / 200.0)
 
 
@@ -148,14 +148,14 @@ def power_spectrum(x: Tensor) -> Tensor:
 
 
 def recordings(audio: np.ndarray | Tensor | Sequence[np.ndarray | Tensor]) -> list[Tensor]:
-    """One recording or a list of them -> a list of 1-D float tensors (no copies)."""
+    """One recording or a list of them -> a list of 1-D float tensors (shared, not copied)."""
     items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
     if not items:
         raise ValueError("log_mel got an empty list: pass at least one recording")
     out = []
     for i, a in enumerate(items):
-        if isinstance(a, np.ndarray):
-            a = torch.from_numpy(a)
+        if isinstance(a, np.ndarray):  # torch shares only writable, positive-stride memory
+            a = torch.from_numpy(np.require(a, requirements=["C", "W"]))
         if not isinstance(a, Tensor):
             raise TypeError(f"recording {i} is a {type(a).__name__}: pass 1-D numpy arrays or"
                             " torch tensors (np.asarray(x, dtype=np.float32) for a list)")
