@@ -211,6 +211,7 @@ def test_whisper_sinusoids_are_transformers_and_not_vaswanis():
     ({"decoder_ffn_dim": 64}, "decoder_ffn_dim"),
     ({"activation_function": "tanh"}, "activation_function"),
     ({"architectures": ["WhisperForAudioClassification"]}, "architectures"),
+    ({"eos_token_id": [1, 2]}, "eos_token_id"),
 ])
 def test_unsupported_config_values_are_refused_in_one_line(tmp_path, kw, field):
     cfg = whisper_config("d64-2+3-h4-mel80").to_dict()
