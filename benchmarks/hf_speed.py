@@ -7,7 +7,8 @@ hold identical weights, run in this one process, under ``torch.inference_mode``,
 largest output difference), so a speed-up can never come from computing something else.
 
     python -m benchmarks.hf_speed                  # GPT-2 124M, BERT-base, ViT-B/16, CLIP B/32,
-                                                   # BART-base, LLaVA (CLIP B/32 + Llama 125M)
+                                                   # BART-base, LLaVA (CLIP B/32 + Llama 125M),
+                                                   # whisper-tiny
     python -m benchmarks.hf_speed --small          # tiny configs: a quick check of the script
     python -m benchmarks.hf_speed --device cuda --dtype bf16
 
@@ -267,6 +268,57 @@ def bench_bart(args: argparse.Namespace, notes: list[str]) -> list[Row]:
     ]
 
 
+# -- speech: Whisper ------------------------------------------------------------------------------
+def whisper_config(small: bool) -> transformers.WhisperConfig:
+    # no suppress tokens: transformers would add processors plait does not have
+    quiet = dict(suppress_tokens=None, begin_suppress_tokens=None)
+    if small:
+        return transformers.WhisperConfig(vocab_size=1000, d_model=64, encoder_layers=2,
+                                          decoder_layers=2, encoder_attention_heads=4,
+                                          decoder_attention_heads=4, encoder_ffn_dim=128,
+                                          decoder_ffn_dim=128, max_source_positions=50,
+                                          max_target_positions=128, pad_token_id=0,
+                                          eos_token_id=1, decoder_start_token_id=2, **quiet)
+    return transformers.WhisperConfig(**quiet)  # whisper-tiny: 4 + 4 layers, 384 wide, 6 heads
+
+
+def bench_whisper(args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    """The encoder on one 30-s window, and greedy decoding over a given encoder output (the
+    encoder ran once before; both sides get the same one), with Whisper's usual four-token
+    prompt (start, language, task, no timestamps) when the vocabulary has those ids."""
+    torch.manual_seed(0)
+    cfg = whisper_config(args.small)
+    hf, ours, note = side_by_side(transformers.WhisperForConditionalGeneration(cfg), args)
+    frames = 2 * cfg.max_source_positions
+    enc = f"Whisper-tiny encoder, 1 x {frames // 100} s ({frames} frames)"
+    greedy = (f"Whisper-tiny greedy decode, batch 1 (prompt 4, {args.new_tokens} new tokens,"
+              " encoder output given)")
+    if ours is None:
+        return skipped([(enc, "utt/s"), (greedy, "tok/s")], note)
+    x = torch.randn(1, cfg.num_mel_bins, frames, device=args.device, dtype=DTYPES[args.dtype])
+    rows = [encoder_row(enc, "utt/s", 1, lambda: hf.model.encoder(x).last_hidden_state,
+                        lambda: ours.encode(x), args)]
+    memory = ours.encode(x)
+    start = cfg.decoder_start_token_id
+    task = [50259, 50359, 50363] if cfg.vocab_size > 50363 else [3, 4, 5]
+    prompt = torch.tensor([[start, *task]], device=args.device)
+    gen = dict(max_new_tokens=args.new_tokens, eos_token_id=None)
+    out: dict[str, torch.Tensor] = {}
+    encoded = transformers.modeling_outputs.BaseModelOutput(last_hidden_state=memory)
+
+    def hf_decode() -> None:  # Whisper's own generate; it returns the new tokens only
+        out["hf"] = hf.generate(encoder_outputs=encoded, decoder_input_ids=prompt,
+                                do_sample=False, **gen)
+
+    def ours_decode() -> None:
+        out["plait"] = ours.generate_over(memory, None, prompt, **gen)[:, prompt.shape[1]:]
+
+    t = interleaved({"hf": hf_decode, "plait": ours_decode}, args.gen_reps, args.device)
+    same = "tokens equal" if torch.equal(out["hf"], out["plait"]) else "TOKENS DIFFER"
+    rows.append(Row(greedy, "tok/s", args.new_tokens, t["hf"], t["plait"], same))
+    return rows
+
+
 # -- vision-language: LLaVA ----------------------------------------------------------------------
 def llava_config(small: bool) -> transformers.LlavaConfig:
     if small:
@@ -304,7 +356,7 @@ def bench_llava(args: argparse.Namespace, notes: list[str]) -> list[Row]:
 
 
 FAMILIES = {"gpt2": bench_gpt2, "bert": bench_bert, "vit": bench_vit, "clip": bench_clip,
-            "bart": bench_bart, "llava": bench_llava}
+            "bart": bench_bart, "llava": bench_llava, "whisper": bench_whisper}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

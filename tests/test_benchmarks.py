@@ -120,3 +120,15 @@ def test_the_audio_rows_run_and_agree(capsys):
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| log-mel")]
     assert len(rows) == 2, rows
     assert all(float(r.split("max abs diff ")[1].split()[0]) < 1e-4 for r in rows), rows
+
+
+def test_the_whisper_rows_run_and_carry_their_parity_evidence(capsys):
+    """`--small --only whisper`: the encoder's output is the same and the decoding tokens equal
+    on both sides."""
+    from benchmarks import hf_speed
+
+    hf_speed.main(["--small", "--only", "whisper", "--reps", "1", "--gen-reps", "1",
+                   "--new-tokens", "4", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| Whisper")]
+    assert len(rows) == 4  # two rows, printed as they finish and again in the table
+    assert all("tokens equal" in r or "max abs diff 0.0e+00" in r for r in rows), rows

@@ -132,7 +132,7 @@ def test_translate_on_a_gpt_folder_is_refused_by_name(tmp_path, capsys):
     save_model(GPT(GPTConfig(vocab_size=10, n_layer=1, n_head=2, n_embd=16, block_size=8)),
                tmp_path)
     assert main(["translate", "--model", str(tmp_path), "hello"]) == 2
-    assert "holds a GPT, not an encoder-decoder" in capsys.readouterr().err
+    assert "holds a GPT, not an encoder-decoder of text" in capsys.readouterr().err
 
 
 def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):

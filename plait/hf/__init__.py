@@ -38,6 +38,7 @@ FAMILIES = Registry("Hugging Face model_type", {
     "mistral": "plait.hf.llama:MistralFamily",
     "qwen2": "plait.hf.llama:Qwen2Family",
     "llava": "plait.hf.llava:LlavaFamily",
+    "whisper": "plait.hf.whisper:WhisperFamily",
 })
 # extra config.json keys carried across unchanged (generation and tokenizer ids)
 PASS_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -91,7 +92,7 @@ def family_of_model(model: nn.Module) -> Family:
         raise ValueError(f"cannot export {name} to Hugging Face format: {'; '.join(why)}")
     raise ValueError(f"cannot export {name} to Hugging Face format (supported: GPT as GPT-2,"
                      " Llama or Qwen2, Bert, ViT, CLIP, Seq2Seq as BART, Marian or T5,"
-                     " VLM as LLaVA)")
+                     " Whisper, VLM as LLaVA)")
 
 
 def export(model: nn.Module, folder: str | Path, extra: dict[str, Any] | None = None) -> None:

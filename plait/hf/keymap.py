@@ -28,12 +28,28 @@ class Transform:
     to_hf: Callable[[Tensor, int], list[Tensor]]  # (plait tensor, number of HF tensors)
 
 
+def _with_zero_keys(ts: list[Tensor]) -> Tensor:
+    """(q, v) biases -> q, 0, v; (v,) -> 0, v: the fused layout with the key rows zero."""
+    zero = torch.zeros_like(ts[-1])
+    return torch.cat([ts[0], zero, ts[1]] if len(ts) == 2 else [zero, ts[0]], dim=0)
+
+
+def _without_keys(t: Tensor, n: int) -> list[Tensor]:
+    """The inverse of :func:`_with_zero_keys`: n = 2 (q, v) or 1 (v)."""
+    parts = t.chunk(n + 1, dim=0)
+    return [parts[0], parts[2]] if n == 2 else [parts[1]]
+
+
 TRANSFORMS: dict[str, Transform] = {
     "": Transform(lambda ts: ts[0], lambda t, n: [t]),
     # GPT-2 stores Linear layers as Conv1D with weight (in, out); nn.Linear wants (out, in)
     "transpose": Transform(lambda ts: ts[0].t(), lambda t, n: [t.t()]),
     # separate q, k, v projections -> one fused qkv Linear (rows stacked q, k, v)
     "cat": Transform(lambda ts: torch.cat(ts, dim=0), lambda t, n: list(t.chunk(n, dim=0))),
+    # Whisper's key projections have no bias: the fused bias of (q, v) or (v) alone keeps zeros
+    # in its key rows. Dropping them on export is exact whatever they hold: a key bias b adds
+    # q.b to every score of a query, and the softmax ignores a constant
+    "no_key_bias": Transform(_with_zero_keys, _without_keys),
     # a class token stored as (C,) (CLIP) or (1, 1, C) (ViT) -> plait's (1, 1, C)
     "vec_to_token": Transform(lambda ts: ts[0].reshape(1, 1, -1), lambda t, n: [t.reshape(-1)]),
     # a position table stored as an nn.Embedding weight (N, C) (CLIP) -> plait's (1, N, C)

@@ -35,9 +35,10 @@ class Translator:
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         model = load(folder, device=device)
-        if not isinstance(model, Seq2Seq):
-            raise ValueError(f"{folder} holds a {type(model).__name__}, not an encoder-decoder;"
-                             " translation needs one (plait train configs/translate.toml)")
+        if type(model) is not Seq2Seq:  # a Whisper is a Seq2Seq too, but it reads audio
+            raise ValueError(f"{folder} holds a {type(model).__name__}, not an encoder-decoder"
+                             " of text; translation needs one (plait train"
+                             " configs/translate.toml)")
         return cls(model, load_tokenizer(folder))
 
     @property

@@ -16,6 +16,7 @@ from plait.models.gpt import GPT, GPTConfig
 from plait.models.resnet import ResNet, ResNetConfig
 from plait.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from plait.models.vit import ViT, ViTConfig
+from plait.models.whisper import Whisper, WhisperConfig
 from plait.registry import Registry
 
 MODELS = Registry("model architecture", {
@@ -25,6 +26,7 @@ MODELS = Registry("model architecture", {
     "clip": "plait.models.clip:CLIP",
     "resnet": "plait.models.resnet:ResNet",
     "seq2seq": "plait.models.seq2seq:Seq2Seq",
+    "whisper": "plait.models.whisper:Whisper",
     "vlm": "plait.models.vlm:VLM",
     "visualbert": "plait.models.vl_encoders:VisualBert",
     "vilbert": "plait.models.vl_encoders:ViLBert",
@@ -55,5 +57,5 @@ def model_type_of(model: nn.Module) -> str:
 
 
 __all__ = ["CLIP", "GPT", "MODELS", "Bert", "BertConfig", "CLIPConfig", "GPTConfig", "ResNet",
-           "ResNetConfig", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "model_class_for",
-           "model_classes", "model_type_of"]
+           "ResNetConfig", "Seq2Seq", "Seq2SeqConfig", "ViT", "ViTConfig", "Whisper",
+           "WhisperConfig", "model_class_for", "model_classes", "model_type_of"]

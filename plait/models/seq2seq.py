@@ -137,7 +137,7 @@ class Seq2Seq(nn.Module):
                      attn_scale=c.attn_scale)
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.dec_wte = self.wte if c.share_embeddings else nn.Embedding(c.vocab_size, c.n_embd)
-        self.enc_pos, self.dec_pos = make_positions(c, False), make_positions(c, True)
+        self.enc_pos, self.dec_pos = self.encoder_positions(), make_positions(c, True)
         self.enc_norm = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias) if c.embed_norm else (
             nn.Identity())
         self.dec_norm = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias) if c.embed_norm else (
@@ -151,6 +151,11 @@ class Seq2Seq(nn.Module):
         if c.final_logits_bias:
             self.register_buffer("logits_bias", torch.zeros(1, c.vocab_size))
         self.apply(normal_init)
+
+    def encoder_positions(self) -> PositionEncoding:
+        """The encoder's positions; a model whose encoder reads something other than tokens
+        (Whisper: audio frames) overrides it."""
+        return make_positions(self.config, False)
 
     # -- the two halves ---------------------------------------------------------------------
     def embed(self, ids: Tensor, table: nn.Embedding, pos: PositionEncoding, norm: nn.Module,
@@ -270,19 +275,25 @@ class Seq2Seq(nn.Module):
         """Translate: the encoder runs once, then the decoder generates from the start token
         (or ``decoder_input_ids``). Returns (B * num_return_sequences, 1 + new) as
         ``transformers`` does; arguments as in :func:`plait.generation.generate`."""
+        memory = self.encode(input_ids, attention_mask)
+        return self.generate_over(memory, attention_mask, decoder_input_ids, **kwargs)
+
+    def generate_over(self, memory: Tensor, memory_mask: Tensor | None,
+                      decoder_input_ids: Tensor | None = None, **kwargs) -> Tensor:
+        """Generate over an encoder output ``memory`` (B, S, C) (its padding ``memory_mask``
+        (B, S), or None): from the start token, or the prompt ``decoder_input_ids`` (B, T0);
+        the generation ids default to the config's."""
         from plait.generation import generate
 
-        memory = self.encode(input_ids, attention_mask)
-        if decoder_input_ids is None:
-            decoder_input_ids = torch.full((input_ids.shape[0], 1),
-                                           self.config.decoder_start_token_id,
-                                           dtype=torch.long, device=input_ids.device)
         c = self.config
+        if decoder_input_ids is None:
+            decoder_input_ids = torch.full((memory.shape[0], 1), c.decoder_start_token_id,
+                                           dtype=torch.long, device=memory.device)
         for name in ("eos_token_id", "pad_token_id", "forced_bos_token_id",
                      "forced_eos_token_id"):
             kwargs.setdefault(name, getattr(c, name))
         return generate(self, decoder_input_ids, None, encoder_hidden_states=memory,
-                        encoder_attention_mask=attention_mask, **kwargs)
+                        encoder_attention_mask=memory_mask, **kwargs)
 
 
 def _check_ids(ids: Tensor, mask: Tensor | None, name: str) -> None:

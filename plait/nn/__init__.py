@@ -31,6 +31,7 @@ from plait.nn.positions import (
     Sinusoidal,
     apply_rope,
     sincos_2d,
+    whisper_sinusoids,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
     "dropout_layer", "gemv_layout",
     "make_attn_mask", "make_mlp", "make_norm", "normal_init", "row_major", "sincos_2d",
+    "whisper_sinusoids",
 ]

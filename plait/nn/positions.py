@@ -7,7 +7,8 @@ answers inject it in three different places, and each encoding here fills exactl
 - ``rotary(pos)``  rotates queries and keys before the dot product (RoPE)
 - ``bias(q, k)``   adds a per-head bias to the attention scores   (ALiBi, relative)
 
-(``sincos_2d`` gives ViT's fixed 2-D table for a grid of patches.) The model calls all three; an
+(``sincos_2d`` gives ViT's fixed 2-D table for a grid of patches, ``whisper_sinusoids`` Whisper's
+audio-frame table.) The model calls all three; an
 encoding answers ``None`` where it has nothing to say, so no model
 code branches on which encoding it uses. Positions are integer tensors ``(B, T)`` so left padding
 (positions counted from each row's first real token) works the same for every encoding.
@@ -52,6 +53,20 @@ def sincos_2d(grid: int, dim: int, base: float = 10000.0) -> Tensor:
     y, x = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     ay, ax = y.flatten()[:, None] * omega, x.flatten()[:, None] * omega  # (N, dim/4)
     return torch.cat((ax.sin(), ax.cos(), ay.sin(), ay.cos()), dim=1)
+
+
+def whisper_sinusoids(length: int, channels: int, base: float = 10000.0) -> Tensor:
+    """Whisper's fixed encoder table (length, channels): every sine, then every cosine, of
+    channels/2 frequencies from 1 down to 1/base *inclusive*, a log step of
+    ln(base) / (channels/2 - 1) (Radford et al. 2022, openai/whisper ``sinusoids``). Vaswani's
+    step is ln(base) / (channels/2), so its last frequency stops short of 1/base; the two tables
+    differ, and checkpoints store Whisper's, which loading copies exactly."""
+    if channels % 2 or channels < 4:
+        raise ValueError(f"Whisper's sinusoids need an even width of at least 4, got {channels}")
+    step = math.log(base) / (channels // 2 - 1)
+    inv = torch.exp(-step * torch.arange(channels // 2, dtype=torch.float64))
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * inv  # (length, channels/2)
+    return torch.cat((angles.sin(), angles.cos()), dim=1).float()
 
 
 class NoPositions(PositionEncoding):
