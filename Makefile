@@ -7,7 +7,7 @@ LOCK    := requirements.lock
 TORCH   := torch==2.13.0
 PIP     := pip==26.3
 
-.PHONY: demo test lint clean venv bench lock
+.PHONY: demo test lint clean venv bench lock system-deps
 
 venv: $(STAMP)
 
@@ -24,10 +24,22 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip check
 	touch $(STAMP)
 
-demo: $(STAMP)
+# System packages beyond python3-venv and make: espeak-ng synthesises the speech dataset
+# (plait/data/speech.py). Silent when present; installed with apt-get when missing and run as
+# root (CI, containers); otherwise one line says what to install, and the speech tests fail.
+system-deps:
+	@command -v espeak-ng >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing espeak-ng (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	  else \
+	    echo "espeak-ng is missing: install it (e.g. sudo apt-get install espeak-ng) for the speech data"; \
+	  fi; }
+
+demo: system-deps $(STAMP)
 	$(BIN)/python -m plait.demo
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

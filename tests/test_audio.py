@@ -13,7 +13,7 @@ import torch
 from transformers import WhisperFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 
-from plait.audio import AudioError, load, log_mel, mel_filters
+from plait.audio import AudioError, load, load_bytes, log_mel, mel_filters
 from plait.audio.features import hz_to_mel, mel_to_hz
 
 SR = 16_000
@@ -108,6 +108,19 @@ def test_tensors_and_other_mel_counts(extractor):
     assert np.abs(log_mel(audio, n_mels=128).numpy() - ref).max() < TOL
 
 
+def test_a_shorter_window_is_the_first_frames_of_the_30_s_one():
+    """Audio ending >= 41 samples before a 2 s window: its 200 frames are the 30 s result's
+    first 200. The extra zeros' log (-10) is under any floor, and the last frame's reflect
+    padding mirrors only silence; one sample from the end, the mirror reaches speech."""
+    batch = [noise(1.3), tone(440, 0.5, amplitude=0.01), np.zeros(SR, np.float32),
+             noise(2.0 - 41 / SR, seed=2)]
+    short = log_mel(batch, n_samples=2 * SR)
+    assert short.shape == (4, 80, 200)
+    torch.testing.assert_close(short, log_mel(batch)[:, :, :200], rtol=0, atol=1e-6)
+    almost = noise(2.0 - 1 / SR, seed=3)
+    assert (log_mel(almost, n_samples=2 * SR) - log_mel(almost)[:, :, :200]).abs().max() > 1e-3
+
+
 # -- the Slaney filterbank ------------------------------------------------------------------------
 @pytest.mark.parametrize("n_mels", [80, 128])
 def test_mel_filters_match_transformers_slaney_bank(n_mels):
@@ -153,6 +166,14 @@ def test_load_reads_16_khz_wav_and_flac_unchanged(tmp_path):
     for name in ("a.wav", "a.flac"):
         sf.write(tmp_path / name, pcm, SR)
         np.testing.assert_array_equal(load(tmp_path / name), pcm / np.float32(32768))
+
+
+def test_load_bytes_equals_load(tmp_path):
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(1000, 0.5, rate=22050), 22050, subtype="PCM_16")
+    np.testing.assert_array_equal(load_bytes(path.read_bytes()), load(path))
+    with pytest.raises(AudioError, match="espeak: cannot decode as audio"):
+        load_bytes(b"not audio", name="espeak")
 
 
 def test_load_mixes_stereo_to_the_channel_mean(tmp_path):
@@ -203,6 +224,8 @@ def test_load_missing_file(tmp_path):
     (lambda: log_mel((tone(440, 1.0) * 32767).astype(np.int16)), "int16"),
     (lambda: log_mel([noise(1.0), np.full(SR, np.nan, np.float32)]), r"\[1\].*NaN"),
     (lambda: log_mel([]), "empty list"),
+    (lambda: log_mel(noise(1.0), n_samples=16_001), "multiple of 160"),
+    (lambda: log_mel(noise(1.0), n_samples=160), "at least 400"),
 ])
 def test_log_mel_rejects_bad_input_in_one_line(call, words):
     with pytest.raises(ValueError, match=words) as e:

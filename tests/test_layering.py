@@ -100,7 +100,7 @@ LAYERS = [
     ("plait.text", BASE),
     ("plait.vision", BASE),
     ("plait.audio", BASE),
-    ("plait.data", BASE | {"plait.text", "plait.vision"}),
+    ("plait.data", BASE | {"plait.text", "plait.vision", "plait.audio"}),
     ("plait.checkpoint", BASE | {"plait.models"}),
     ("plait.hf", BASE | {"plait.checkpoint", "plait.models", "plait.nn"}),
     ("plait.loading", BASE | {"plait.checkpoint", "plait.hf"}),

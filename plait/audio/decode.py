@@ -8,6 +8,7 @@ channel mean, which is what ffmpeg does for stereo.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -38,17 +39,29 @@ def load(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"audio file not found: {path}")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
+    return _decode(path, str(path))
+
+
+def load_bytes(data: bytes, name: str = "audio bytes") -> np.ndarray:
+    """:func:`load` for a file's bytes held in memory (a synthesiser's wav on stdout, say), so
+    nothing goes through a temporary file. ``name`` stands for the path in error messages."""
+    if not data:
+        raise AudioError(f"{name}: empty (0 bytes)")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
     try:
         # always_2d: (frames, channels) for mono and multichannel alike; integer PCM is scaled
         # to [-1, 1) by libsndfile, as ffmpeg's f32le output is
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError) as e:
         # libsndfile's own reason ("Format not recognised.", "File contains data in an
         # unimplemented format."), without soundfile's "Error opening '<path>': " prefix
         reason = getattr(e, "error_string", None) or str(e)
-        raise AudioError(f"{path}: cannot decode as audio: {one_line(reason)}") from e
+        raise AudioError(f"{name}: cannot decode as audio: {one_line(reason)}") from e
     if samples.shape[0] == 0:
-        raise AudioError(f"{path}: the recording has no samples (0 frames)")
+        raise AudioError(f"{name}: the recording has no samples (0 frames)")
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     return resample(mono, rate)
 

@@ -12,6 +12,11 @@ The steps, as in openai/whisper ``audio.py:log_mel_spectrogram`` and transformer
     6. per recording: max(x, x.max() - 8), a floor 80 dB under the loudest bin
     7. (x + 4) / 4
 
+``n_samples`` sets a shorter window for models of short clips (a 4 s window has 400 frames).
+For a recording that ends at least 41 samples before the window does, the result is the first
+frames of the 30 s one: the last frame's reflect padding then mirrors only silence, and the
+extra zeros' log is log10(1e-10) = -10, under any floor, so the per-recording max is the same.
+
 The maths is transformers' (outputs ~1e-7 apart), arranged to do less work: the 30 s and the
 reflect padding are written into one buffer; ``unfold`` frames it and keeps only the 3,000
 frames Whisper uses, so no last frame is cut off with a copy; and the power is re^2 + im^2,
@@ -90,21 +95,25 @@ def _window() -> Tensor:
 
 
 def log_mel(audio: np.ndarray | Tensor | Sequence[np.ndarray | Tensor],
-            sampling_rate: int = SAMPLING_RATE, n_mels: int = 80) -> Tensor:
+            sampling_rate: int = SAMPLING_RATE, n_mels: int = 80,
+            n_samples: int = N_SAMPLES) -> Tensor:
     """Whisper's input features of one 16 kHz mono recording or a list of them.
 
-    Each recording is padded with silence or cut to its first 30 s. Computed on the device of
-    the first tensor given (CPU for numpy input), in float32, without autograd.
+    Each recording is padded with silence or cut to its first ``n_samples`` (Whisper's 30 s
+    unless a model made for shorter clips asks for less; 4 s is ``n_samples=64_000``). Computed
+    on the device of the first tensor given (CPU for numpy input), in float32, without autograd.
 
     Returns:
-        (B, n_mels, 3000) float32, B = 1 for a single recording.
+        (B, n_mels, n_samples // 160) float32, B = 1 for a single recording: (B, 80, 3000)
+        by default.
     """
     if sampling_rate != SAMPLING_RATE:
         raise ValueError(f"log_mel needs {SAMPLING_RATE} Hz audio, got sampling_rate="
                          f"{sampling_rate}: resample first (plait.audio.load does)")
+    check_window(n_samples)
     with torch.no_grad():
         items = recordings(audio)
-        power = power_spectrum(padded_batch(items))  # (B, T, F)
+        power = power_spectrum(padded_batch(items, n_samples))  # (B, T, F)
         mel = _filters(n_mels).to(power.device) @ power.transpose(1, 2)  # (B, M, T)
         log = mel.clamp_(min=1e-10).log10_()
         # the floor is per recording: a batch-wide max would let a loud companion
@@ -117,18 +126,29 @@ def log_mel(audio: np.ndarray | Tensor | Sequence[np.ndarray | Tensor],
         return log.add_(4.0).div_(4.0)
 
 
-def padded_batch(items: list[Tensor]) -> Tensor:
-    """Recordings -> (B, N_SAMPLES + N_FFT) float32, ready to frame.
+def check_window(n_samples: int) -> None:
+    """A window must be whole 10 ms hops (so it has exactly n_samples / 160 frames) and at
+    least one FFT frame long (the reflect padding mirrors 200 samples inside it)."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < N_FFT \
+            or n_samples % HOP_LENGTH:
+        raise ValueError(f"n_samples must be an int multiple of {HOP_LENGTH} (10 ms) and at "
+                         f"least {N_FFT}, got {n_samples!r}: e.g. 64_000 for 4 s, "
+                         f"{N_SAMPLES} (Whisper's 30 s)")
 
-    Each recording is cut to 30 s or padded with zeros (silence) to exactly 30 s, as Whisper
-    does before its STFT, and then reflect-padded by N_FFT // 2 on both sides, as
-    ``torch.stft(center=True)`` does: written straight into one buffer, not padded twice.
+
+def padded_batch(items: list[Tensor], n_samples: int = N_SAMPLES) -> Tensor:
+    """Recordings -> (B, n_samples + N_FFT) float32, ready to frame.
+
+    Each recording is cut or padded with zeros (silence) to exactly ``n_samples`` (30 s by
+    default), as Whisper does before its STFT, and then reflect-padded by N_FFT // 2 on both
+    sides, as ``torch.stft(center=True)`` does: written straight into one buffer, not padded
+    twice.
     """
     half = N_FFT // 2
-    x = torch.zeros(len(items), N_SAMPLES + N_FFT, device=items[0].device)
-    body = x[:, half:half + N_SAMPLES]  # (B, N_SAMPLES), a view
+    x = torch.zeros(len(items), n_samples + N_FFT, device=items[0].device)
+    body = x[:, half:half + n_samples]  # (B, n_samples), a view
     for row, a in zip(body, items, strict=True):
-        n = min(a.shape[0], N_SAMPLES)
+        n = min(a.shape[0], n_samples)
         row[:n] = a[:n]  # casts float64 to float32 as transformers does before its STFT
     # reflect: sample -i mirrors sample i (the edge itself is not repeated)
     x[:, :half] = body[:, 1:half + 1].flip(-1)
@@ -137,12 +157,14 @@ def padded_batch(items: list[Tensor]) -> Tensor:
 
 
 def power_spectrum(x: Tensor) -> Tensor:
-    """|STFT|^2 of (B, N_SAMPLES + N_FFT) padded audio, frames first: (B, N_FRAMES, F).
+    """|STFT|^2 of (B, n_samples + N_FFT) padded audio, frames first: (B, T, F).
 
     Equal to ``torch.stft(audio, N_FFT, HOP_LENGTH, window=hann, center=True)`` without its
-    last frame, F = N_FFT // 2 + 1 = 201 bins of 40 Hz.
+    last frame: T = n_samples // 160 (N_FRAMES = 3000 for 30 s), F = N_FFT // 2 + 1 = 201
+    bins of 40 Hz.
     """
-    frames = x.unfold(-1, N_FFT, HOP_LENGTH)[:, :N_FRAMES]  # (B, T, N_FFT), a view
+    n_frames = (x.shape[-1] - N_FFT) // HOP_LENGTH
+    frames = x.unfold(-1, N_FFT, HOP_LENGTH)[:, :n_frames]  # (B, T, N_FFT), a view
     spec = torch.fft.rfft(frames * _window().to(x.device), dim=-1)  # (B, T, F) complex
     return spec.real.square() + spec.imag.square()  # no square root, unlike |X| ** 2
 
