@@ -231,3 +231,12 @@ def test_log_mel_rejects_bad_input_in_one_line(call, words):
     with pytest.raises(ValueError, match=words) as e:
         call()
     assert "\n" not in str(e.value)
+
+
+def test_plot_log_mel_writes_a_png(tmp_path):
+    from plait.audio.plot import plot_log_mel
+
+    t = np.arange(8000) / 16000
+    out = plot_log_mel((0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32),
+                       tmp_path / "m.png", title="a tone")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
