@@ -9,6 +9,7 @@ espeak-ng, as tests/test_speech_data.py explains (its fixture is reused here).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from test_speech_data import espeak  # noqa: F401  (the fixture: fail or skip wi
 
 from plait.audio.augment import SpecAugment, spec_augment
 from plait.cli.main import main
-from plait.config import ConfigError
+from plait.config import ConfigError, read_toml
 from plait.data import speech as S
 from plait.evaluation.speech import score
 from plait.training import TrainConfig, recipe_from_dict, train
@@ -26,6 +27,7 @@ from plait.training.distributed import Dist
 from plait.training.losses import IGNORE_INDEX
 from plait.training.tasks.speech import SpeechData, SpeechTask, grammar_words, speech_tokenizer
 
+RECIPE = Path(__file__).parents[1] / "configs" / "speech.toml"
 TINY_MODEL = {"arch": "whisper", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_inner": 64,
               "block_size": 48}
 
@@ -42,12 +44,14 @@ def speech_dir(tmp_path_factory, espeak):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def asr_run(tmp_path_factory, speech_dir):
-    """A tiny Whisper trained 25 steps on the tiny data (about 5 s)."""
+    """configs/speech.toml shrunk: a tiny Whisper, 25 steps on the tiny data (a few seconds),
+    with every option of the recipe on (word tokens, decoder dropout, CTC, SpecAugment)."""
     out = tmp_path_factory.mktemp("asr")
-    tree = {"task": "speech", "model": TINY_MODEL,
-            "data": tiny_data(speech_dir, augment={"time_masks": 1, "time_width": 10}),
-            "train": {"out_dir": str(out), "max_steps": 25, "warmup_steps": 2, "lr": 3e-3,
-                      "eval_interval": 0, "log_interval": 1, "progress": False, "threads": 1}}
+    tree = read_toml(RECIPE)
+    tree["model"].update(TINY_MODEL)
+    tree["data"].update(tiny_data(speech_dir))
+    tree["train"].update(out_dir=str(out), max_steps=25, warmup_steps=2, max_minutes=0.0,
+                         log_interval=1, progress=False, threads=1)
     train(recipe_from_dict(tree))
     return out
 
@@ -76,6 +80,11 @@ def test_batches_put_the_loss_on_transcript_tokens_and_end_only(tmp_path, speech
     again = task_for(tmp_path, speech_dir).train_batch(0, 0)  # a pure function of the step
     assert all(torch.equal(batch[k], again[k]) for k in batch)
     assert list((speech_dir / "train-40-seed0").glob("train-logmel80x400-*.npy"))  # cached
+    holes = task_for(tmp_path, speech_dir, decoder_dropout=0.5).train_batch(0, 0)
+    assert torch.equal(holes["labels"], labels)  # what is predicted never changes
+    hidden = holes["decoder_input_ids"] != dec
+    assert not hidden[:, 0].any() and (holes["decoder_input_ids"][hidden] == t.pad_token_id).all()
+    assert 0.3 < hidden[labels != IGNORE_INDEX].float().mean() < 0.7
 
 
 def test_tokenizer_spells_every_transcript_and_words_shorten_them():
@@ -123,6 +132,16 @@ def test_spec_augment_masks_spoken_frames_and_bands_with_the_mean():
             assert len(whole_columns) <= 2 * int(0.2 * lengths[b])
 
 
+def test_ctc_is_small_for_a_spelled_alignment_and_large_for_another_order():
+    from plait.training.losses import CTC
+
+    frames = [0, 3, 3, 0, 4, 0, 0, 5, 0]  # blank = 0: "3 4 5" with repeats and blanks
+    logits = torch.nn.functional.one_hot(torch.tensor(frames), 6).float()[None] * 20.0
+    targets = torch.tensor([[3, 4, 5, IGNORE_INDEX]])
+    assert float(CTC(blank=0)(logits, targets)) < 1e-3
+    assert float(CTC(blank=0)(logits, torch.tensor([[5, 4, 3, IGNORE_INDEX]]))) > 10.0
+
+
 def test_wer_and_cer_come_from_jiwer_on_known_pairs():
     refs = ["set a timer for 25 minutes", "4821"]
     hyps = ["set a timer for 26 minute", "4821"]
@@ -140,7 +159,7 @@ def test_a_tiny_whisper_learns_and_its_folder_transcribes(asr_run, speech_dir, t
                                                           capsys):
     events = [json.loads(line) for line in (asr_run / "metrics.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in events if e["event"] == "train"]
-    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:3])  # ln(V) = 3.7 -> the letters
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:3])
     final = next(e for e in events if e["event"] == "final")
     assert {"val_wer", "val_cer", "val_wer_number"} <= final.keys()
     for name in ("tokenizer.json", "preprocessor_config.json", "config.json"):

@@ -4,6 +4,10 @@ A recogniser trained on a few synthetic voices learns their exact formants; hidi
 mel channels (frequency masking) or a stretch of frames (time masking) makes it read the rest,
 which is what carries over to a voice it has never heard. Time warping, the paper's third
 part, is left out: espeak-ng's speed already varies per utterance (``plait.data.speech``).
+Instead the mel axis can be warped (``warp``): each utterance's spectrum stretched or squeezed
+by a factor near 1, as vocal tract length perturbation does (Jaitly and Hinton 2013): a voice
+whose formants sit a few percent higher or lower than any training voice's is one the model
+has then seen.
 
 Masks are filled with each utterance's mean feature (the paper's "mean value"), and time masks
 fall inside the spoken part of the window (``lengths``), never only on the padded silence
@@ -31,17 +35,21 @@ class SpecAugment(Config):
     # a time mask covers at most this share of the spoken frames: a 40-frame mask on a 0.6 s
     # "seven" would hide the whole word and teach the model to guess (the paper's p)
     time_share: float = 0.2
+    warp: float = 0.0  # mel axis scaled by a factor uniform in [1 - warp, 1 + warp]
 
     def __post_init__(self) -> None:
         for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SpecAugment.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.warp < 0.5:
+            raise ValueError(f"SpecAugment.warp must be in [0, 0.5), got {self.warp}")
         if not 0.0 <= self.time_share <= 1.0:
             raise ValueError(f"SpecAugment.time_share must be in [0, 1], got {self.time_share}")
 
     @property
     def active(self) -> bool:
-        return bool(self.freq_masks * self.freq_width or self.time_masks * self.time_width)
+        return bool(self.freq_masks * self.freq_width or self.time_masks * self.time_width
+                    or self.warp)
 
 
 def spec_augment(features: Tensor, lengths: Tensor, cfg: SpecAugment,
@@ -50,6 +58,9 @@ def spec_augment(features: Tensor, lengths: Tensor, cfg: SpecAugment,
     each row. The masks are a pure function of ``generator``'s state."""
     if not cfg.active:
         return features
+    if cfg.warp:
+        features = warp_mels(features, 1 + cfg.warp * (2 * torch.rand(len(features),
+                                                                       generator=generator) - 1))
     B, M, T = features.shape
     keep = torch.ones(B, M, T, dtype=torch.bool)
     for _ in range(cfg.freq_masks):
@@ -62,6 +73,19 @@ def spec_augment(features: Tensor, lengths: Tensor, cfg: SpecAugment,
         keep &= ~_band(B, T, widest, spoken, generator)[:, None, :]
     mean = features.float().mean(dim=(1, 2), keepdim=True).to(features.dtype)  # (B, 1, 1)
     return torch.where(keep, features, mean)
+
+
+def warp_mels(features: Tensor, factors: Tensor) -> Tensor:
+    """Each row's mel axis scaled by its factor (B,): output channel m reads input channel
+    m / factor, linearly interpolated (a factor above 1 moves formants up); channels read
+    beyond the top repeat the last one."""
+    B, M, _ = features.shape
+    pos = (torch.arange(M, dtype=torch.float32)[None] / factors[:, None]).clamp(max=M - 1)
+    lo = pos.floor().long()  # (B, M)
+    frac = (pos - lo).to(features.dtype)[:, :, None]  # (B, M, 1)
+    hi = (lo + 1).clamp(max=M - 1)
+    rows = torch.arange(B)[:, None]
+    return features[rows, lo] * (1 - frac) + features[rows, hi] * frac
 
 
 def _band(B: int, size: int, widest: Tensor, within: Tensor, g: torch.Generator) -> Tensor:

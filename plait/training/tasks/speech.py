@@ -44,7 +44,7 @@ from plait.text.char import CharTokenizer
 from plait.training import distributed
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
-from plait.training.losses import IGNORE_INDEX, CrossEntropy
+from plait.training.losses import CTC, IGNORE_INDEX, CrossEntropy
 from plait.training.tasks import Batch, Task
 
 SPECIALS = ("<pad>", "<s>", "</s>")
@@ -62,6 +62,16 @@ class SpeechData(Config):
     n_samples: int = 64_000  # the model's window: 4 s at 16 kHz, 400 frames
     n_mels: int = 80
     words: bool = False  # the grammar's words as single tokens; else characters only
+    # share of the decoder's input tokens (after the start token) replaced by padding while
+    # training: a decoder that can continue the transcript from its own past learns the
+    # grammar first and listens late (the loss sits at the grammar's entropy for hundreds of
+    # steps); with holes in its past it has to read the audio from the start
+    decoder_dropout: float = 0.0
+    # weight of a CTC loss on the encoder's frames (through the decoder's tied output layer,
+    # blank = <pad>) beside the decoder's cross-entropy, as in hybrid CTC/attention training
+    # (Kim, Hori and Watanabe 2017, arXiv:1609.06773): the monotonic alignment teaches the
+    # encoder to spell from the first steps, so the decoder has something to listen to
+    ctc_weight: float = 0.0
     augment: SpecAugment = field(default_factory=SpecAugment)
     speech_dir: str = "data/speech"  # built audio and feature caches, reused across runs
     workers: int = 2  # espeak-ng processes at once while building
@@ -73,6 +83,10 @@ class SpeechData(Config):
                self.workers) <= 0:
             raise ValueError("data.n_train, n_heldout, n_eval, batch_size, n_mels and workers"
                              " must be > 0")
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError(f"data.ctc_weight must be in [0, 1), got {self.ctc_weight}")
+        if not 0.0 <= self.decoder_dropout < 1.0:
+            raise ValueError(f"data.decoder_dropout must be in [0, 1), got {self.decoder_dropout}")
         if self.n_samples <= 0 or self.n_samples % STRIDE:
             raise ValueError(f"data.n_samples must be a positive multiple of {STRIDE} (two"
                              f" 10 ms frames per encoder position), got {self.n_samples}")
@@ -133,6 +147,10 @@ class SpeechTask(Task):
                              f" {d.world} ranks")
         self.tokenizer = speech_tokenizer(data_cfg.words)
         self.criterion = CrossEntropy(train.label_smoothing)
+        self.ctc = CTC(blank=self.tokenizer.pad_token_id)
+        if data_cfg.ctc_weight and d.world > 1:
+            raise ValueError("data.ctc_weight reads the encoder's output beside the decoder's,"
+                             " which DDP does not wrap: train it in one process")
         self._train: tuple[list[dict], Tensor, Tensor] | None = None  # built on first use
         self._heldout: tuple[list[dict], Tensor] | None = None
         if d.is_main:
@@ -204,11 +222,28 @@ class SpeechTask(Task):
                                           % 2**63)
         pick = torch.randint(len(rows), (B,), generator=g)[r * B // W:(r + 1) * B // W]
         masked = spec_augment(feats[pick], frames[pick], self.data.augment, g)
-        return self.batch([rows[i]["transcript"] for i in pick.tolist()], masked)
+        batch = self.batch([rows[i]["transcript"] for i in pick.tolist()], masked)
+        if self.data.decoder_dropout > 0:
+            dec = batch["decoder_input_ids"]
+            hide = torch.rand(dec.shape, generator=g) < self.data.decoder_dropout
+            hide[:, 0] = False  # the start token stays
+            batch["decoder_input_ids"] = dec.masked_fill(hide, self.tokenizer.pad_token_id)
+        return batch
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits = model(batch["input_features"], batch["decoder_input_ids"])  # (B, T, V)
-        return self.criterion(logits, batch["labels"])
+        """Cross-entropy of the transcript tokens, and with ``data.ctc_weight`` w,
+        (1 - w) of it + w x the CTC loss of the encoder's frames."""
+        w = self.data.ctc_weight
+        if not w:
+            logits = model(batch["input_features"], batch["decoder_input_ids"])  # (B, T, V)
+            return self.criterion(logits, batch["labels"])
+        inner = unwrap(model)  # single process only (see __init__): both halves are needed
+        memory = inner.encode(batch["input_features"])  # (B, S, C)
+        logits = inner.decode(batch["decoder_input_ids"], memory)  # (B, T, V)
+        targets = batch["labels"].masked_fill(batch["labels"] == self.tokenizer.eos_token_id,
+                                              IGNORE_INDEX)  # the transcript without </s>
+        return ((1 - w) * self.criterion(logits, batch["labels"])
+                + w * self.ctc(inner.lm_head(memory), targets))
 
     def count(self, batch: Batch) -> int:
         return int((batch["labels"] != IGNORE_INDEX).sum())
@@ -232,7 +267,8 @@ class SpeechTask(Task):
             batch = {k: v.to(device) for k, v in
                      self.batch(chunk, feats[i:i + len(chunk)]).items()}
             k = self.count(batch)
-            total += float(self.loss(model, batch)) * k
+            logits = model(batch["input_features"], batch["decoder_input_ids"])
+            total += float(self.criterion(logits, batch["labels"])) * k
             count += k
             refs += chunk
             hyps += transcriber.decode(batch["input_features"])
