@@ -10,6 +10,8 @@ checkpoint, a tokenizer or an index the same way:
 - ``read_json(path)``: a JSON object; missing is ``FileNotFoundError``, corrupt ``ValueError``.
 - ``read_safetensors(path)`` / ``read_safetensors_metadata(path)`` / ``write_safetensors(...)``:
   a missing, truncated or foreign file is a ``FileNotFoundError`` / ``ValueError`` naming it.
+- ``file_kind(head)``: what a file's first bytes say it is ("a PNG image", "a WAV audio file"),
+  so a decoder that fails can say "an image, not audio" instead of "format not recognised".
 """
 
 from __future__ import annotations
@@ -90,3 +92,27 @@ def write_safetensors(path: str | Path, state: dict[str, torch.Tensor],
     """Write ``state`` (moved to the CPU, made contiguous) atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata or {"format": "pt"}))
+
+
+# leading bytes -> what the file is (offset, magic, description); RIFF is told apart at 8
+_MAGIC = ((0, b"\x89PNG\r\n\x1a\n", "a PNG image"), (0, b"\xff\xd8\xff", "a JPEG image"),
+          (0, b"GIF8", "a GIF image"), (8, b"WEBP", "a WebP image"), (0, b"BM", "a BMP image"),
+          (0, b"II*\x00", "a TIFF image"), (0, b"MM\x00*", "a TIFF image"),
+          (8, b"WAVE", "a WAV audio file"), (0, b"fLaC", "a FLAC audio file"),
+          (0, b"OggS", "an Ogg audio file"), (0, b"ID3", "an MP3 audio file"),
+          (8, b"AIFF", "an AIFF audio file"))
+
+
+def file_kind(head: bytes) -> str | None:
+    """What a file whose first bytes are ``head`` (16 suffice) is, for error messages: "a PNG
+    image", "a WAV audio file", ...; None when the bytes say nothing known."""
+    for offset, magic, kind in _MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def head_of(path: str | Path, n: int = 16) -> bytes:
+    """The first ``n`` bytes of a file (fewer for a shorter one)."""
+    with open(path, "rb") as f:
+        return f.read(n)

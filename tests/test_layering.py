@@ -105,7 +105,7 @@ LAYERS = [
     ("plait.hf", BASE | {"plait.checkpoint", "plait.models", "plait.nn"}),
     ("plait.loading", BASE | {"plait.checkpoint", "plait.hf"}),
     ("plait.inference", BASE | {"plait.loading", "plait.checkpoint", "plait.generation",
-                                "plait.models", "plait.text", "plait.vision"}),
+                                "plait.models", "plait.text", "plait.vision", "plait.audio"}),
     ("plait.evaluation", BASE | {"plait.inference", "plait.data", "plait.text", "plait.vision",
                                  "plait.models"}),
 ]

@@ -16,6 +16,8 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
+from plait.io import file_kind, head_of
+
 SAMPLING_RATE = 16_000  # Whisper's rate: every model input is 16 kHz mono
 
 
@@ -59,6 +61,11 @@ def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
         # libsndfile's own reason ("Format not recognised.", "File contains data in an
         # unimplemented format."), without soundfile's "Error opening '<path>': " prefix
         reason = getattr(e, "error_string", None) or str(e)
+        head = source.getvalue()[:16] if isinstance(source, io.BytesIO) else head_of(source)
+        kind = file_kind(head)
+        if kind is not None and "audio" not in kind:  # an image given where sound belongs
+            raise AudioError(f"{name}: this is {kind}, not audio: give a wav or flac"
+                             " recording") from e
         raise AudioError(f"{name}: cannot decode as audio: {one_line(reason)}") from e
     if samples.shape[0] == 0:
         raise AudioError(f"{name}: the recording has no samples (0 frames)")

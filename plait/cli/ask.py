@@ -2,21 +2,30 @@
 
     plait ask --model runs/vlm_scenes scene.png "how many shapes are there?"
     plait ask --model runs/vlm_scenes scene.png "where is the red circle?" --attention-map att.png
+    plait ask --model runs/vlm_scenes --asr runs/speech scene.png --audio question.wav
 
 The image goes before the question; a question may instead place it with ``<image>`` (one per
 image given). ``--attention-map FILE`` draws, for each answer word, where the decoder looked:
 its attention over the image patches (mean over heads and layers), over the image.
+
+With ``--audio FILE`` the question is spoken: the ``--asr`` speech folder transcribes it, the
+transcript is printed on its own line (``heard: what colour is the circle``), its punctuation
+is put back as the VLM was taught it ("?", or "." for "count the shapes"), and the answer
+follows on the next line.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="vision-language folder")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE... QUESTION",
-                        help="one or more image files, then the question")
+                        help="one or more image files, then the question (none with --audio)")
+    parser.add_argument("--audio", metavar="FILE", help="the question, spoken (wav or flac)")
+    parser.add_argument("--asr", metavar="DIR", help="speech folder that transcribes --audio")
     parser.add_argument("--num-beams", type=int, default=1, help="beam search width (1: greedy)")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--attention-map", metavar="FILE", help="write a PNG of where it looked")
@@ -27,15 +36,22 @@ def run(args: argparse.Namespace) -> int:
     from plait.inference.vlm import VisionAsker
     from plait.vision import open_image
 
-    if len(args.inputs) < 2:
+    spoken = bool(args.audio or args.asr)
+    if spoken:
+        paths, question = args.inputs, None
+        check_spoken(args)
+    elif len(args.inputs) < 2:
         raise ValueError("give an image and a question: plait ask --model DIR IMAGE QUESTION (a"
                          " vision-language model answers about an image; for text alone use"
                          " plait generate)")
-    *paths, question = args.inputs
-    if not question.strip():
-        raise ValueError("the question is empty")
-    asker = VisionAsker.from_folder(args.model, device=args.device)
+    else:
+        *paths, question = args.inputs
+        if not question.strip():
+            raise ValueError("the question is empty")
     images = [open_image(p) for p in paths]
+    asker = VisionAsker.from_folder(args.model, device=args.device)
+    if question is None:  # everything else is checked: now listen
+        question = heard(args)
     answer = asker.ask_one(images, question, args.max_new_tokens, args.num_beams)
     print(answer)
     if args.attention_map:
@@ -43,3 +59,28 @@ def run(args: argparse.Namespace) -> int:
 
         draw_attention(asker, images[0], question, answer, args.attention_map)
     return 0
+
+
+def check_spoken(args: argparse.Namespace) -> None:
+    """A spoken question needs --audio and --asr, and only images as the other inputs."""
+    if not (args.audio and args.asr):
+        raise ValueError("a spoken question needs both --audio FILE and --asr DIR (the speech"
+                         " recognition folder that transcribes it)")
+    for p in args.inputs:
+        if not Path(p).is_file():
+            raise ValueError(f"{p!r} is not an image file: with --audio the question is spoken,"
+                             " so give only images")
+
+
+def heard(args: argparse.Namespace) -> str:
+    """The spoken question, transcribed (the transcript printed on its own line) and
+    punctuated as the VLM reads questions."""
+    from plait.data.speech import written_question
+    from plait.inference.speech import Transcriber
+
+    transcriber = Transcriber.from_folder(args.asr, device=args.device)
+    [text] = transcriber.transcribe(transcriber.read([args.audio]), args.num_beams)
+    if not text:
+        raise ValueError(f"{args.audio}: no words were heard in the recording")
+    print(f"heard: {text}", flush=True)
+    return written_question(text)

@@ -6,13 +6,19 @@
     plait eval --model runs/speakers --task classify-speakers
     plait eval --model runs/ner --task ner
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
+    plait eval --model runs/speech --task speech
+    plait eval --model runs/vlm_scenes --task voice-qa --asr runs/speech --n 200
 
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
 pairs never occur in training, and zero-shot accuracy naming the pair of one-shape held-out
 scenes. clip-digits: zero-shot accuracy on held-out digits with unseen prompt templates.
 translate, classify-speakers, ner, mlm, scenes-caption, scenes-vqa: the task's own final
 evaluation (the one training ends with), read with the data settings in the folder's
-recipe.json (scenes-caption reads a scenes-vqa folder's: the two share their data).
+recipe.json (scenes-caption reads a scenes-vqa folder's: the two share their data); speech:
+WER and CER of greedy transcripts of held-out voices, overall and per phrase kind. voice-qa:
+held-out scenes asked by held-out voices (espeak-ng), transcribed by the --asr folder and
+answered by the --model VLM, against the same VLM given the written question
+(plait/evaluation/voice_qa.py).
 """
 
 from __future__ import annotations
@@ -24,19 +30,28 @@ from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
 RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa",
-                "scenes-vqa-classify")
+                "scenes-vqa-classify", "speech")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="trained model folder")
-    parser.add_argument("--task", required=True, choices=(*CLIP_TASKS, *RECIPE_TASKS))
+    parser.add_argument("--task", required=True,
+                        choices=(*CLIP_TASKS, *RECIPE_TASKS, "voice-qa"))
     parser.add_argument("--seed", type=int, default=0, help="data seed the model was trained on"
-                        " (CLIP tasks; the others read it from recipe.json)")
+                        " (CLIP tasks and voice-qa's scenes; the others read it from"
+                        " recipe.json)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--asr", metavar="DIR", help="voice-qa: the speech recognition folder")
+    parser.add_argument("--n", type=int, default=200, help="voice-qa: questions asked")
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = clip(args) if args.task in CLIP_TASKS else from_recipe(args)
+    if args.task == "voice-qa":
+        metrics = voice_qa(args)
+    elif args.task in CLIP_TASKS:
+        metrics = clip(args)
+    else:
+        metrics = from_recipe(args)
     for name, value in metrics.items():
         print(f"{name:>20}  {value:.4f}")
     return 0
@@ -48,6 +63,18 @@ def clip(args: argparse.Namespace) -> dict[str, float]:
 
     enc = ClipEncoder.from_folder(args.model, device=args.device)
     return evaluate(enc, args.task, enc.processor.config.crop_size, seed=args.seed)
+
+
+def voice_qa(args: argparse.Namespace) -> dict[str, float]:
+    from plait.data.speech import written_question
+    from plait.evaluation.voice_qa import evaluate_voice_qa
+    from plait.inference.voice import VoiceAsker
+
+    if not args.asr:
+        raise ValueError("--task voice-qa needs --asr DIR, the speech recognition folder that"
+                         " hears the questions (--model is the vision-language folder)")
+    voice = VoiceAsker.from_folders(args.model, args.asr, args.device, written_question)
+    return evaluate_voice_qa(voice, n=args.n, seed=args.seed)
 
 
 def from_recipe(args: argparse.Namespace) -> dict[str, float]:

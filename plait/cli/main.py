@@ -32,6 +32,7 @@ COMMANDS = Registry("command", {
     "tag": "plait.cli.tag:run",
     "caption": "plait.cli.caption:run",
     "ask": "plait.cli.ask:run",
+    "transcribe": "plait.cli.transcribe:run",
 })
 
 # exceptions that mean "the user gave us something wrong", not "plait has a bug"

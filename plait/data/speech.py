@@ -9,7 +9,8 @@ The grammar (:func:`phrase`) has three families, each a (text, transcript) pair:
   :data:`plait.data.scenes.PHRASINGS` with its colours and shapes ("what colour is the
   circle", "is there a green star"); espeak-ng reads the question mark as a question.
 
-Transcripts are lower case, without punctuation, numbers as digits (:data:`ALPHABET`).
+Transcripts are lower case, without punctuation, numbers as digits (:data:`ALPHABET`);
+:func:`written_question` gives a question's transcript its mark back, as the VQA data writes it.
 
 A speaker is an espeak-ng voice (an accent) with a variant (a voice quality: male, female,
 Klatt synthesiser, ...), "en-us+m3"; each utterance has its own speed (130-200 words per
@@ -116,6 +117,28 @@ def timer_phrase(rng: random.Random) -> tuple[str, str]:
     unit = "minute" if minutes == 1 else "minutes"  # said as it would be: "1 minute"
     return (f"set a timer for {number_words(minutes)} {unit}",
             f"set a timer for {minutes} {unit}")
+
+
+def written_question(transcript: str) -> str:
+    """A scene question's transcript as the VQA data writes it, its closing mark put back:
+    "count the shapes" -> "count the shapes.", "is there a red star" -> "is there a red
+    star?"; a transcript that matches no phrasing ends with "?"."""
+    text = " ".join(transcript.lower().split())
+    for pattern, mark in _phrasing_patterns():
+        if pattern.fullmatch(text):
+            return text + mark
+    return text + "?"
+
+
+@lru_cache(maxsize=1)
+def _phrasing_patterns() -> list[tuple[re.Pattern[str], str]]:
+    """(a pattern matching the transcripts of a phrasing, that phrasing's closing mark)."""
+    out = []
+    for form in (f for forms in PHRASINGS.values() for f in forms):
+        head, slot, tail = form[:-1].partition("{x}")
+        pattern = re.escape(transcript_of(head)) + (r"\s*(.+?)\s*" if slot else "")
+        out.append((re.compile(pattern + re.escape(transcript_of(tail))), form[-1]))
+    return out
 
 
 def question_phrase(rng: random.Random, kind: str) -> tuple[str, str]:

@@ -7,6 +7,9 @@
 - :class:`SentenceEncoder`: a sentence-transformers folder (or a BERT); texts to vectors.
 - :class:`VisionAsker`: a vision-language model with its tokenizer and image preprocessing;
   images and questions to answers, images to captions.
+- :class:`Transcriber` (``plait.inference.speech``): a Whisper-architecture folder and its
+  tokenizer; recordings to transcripts. :class:`VoiceAsker` (``plait.inference.voice``) puts
+  one in front of a VisionAsker: spoken questions about images.
 
 Each is built ``from_folder(dir, device)`` from a plait or a Hugging Face folder, and
 :func:`from_folder` picks the right one for what a folder holds. An object serves one caller at

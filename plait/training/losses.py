@@ -43,6 +43,27 @@ class CrossEntropy(nn.Module):
                                label_smoothing=self.label_smoothing)
 
 
+class CTC(nn.Module):
+    """Connectionist temporal classification (Graves et al. 2006): the log-likelihood of a
+    target sequence summed over every monotonic alignment of it to the frames, with ``blank``
+    between and around its tokens. Per row divided by the target's length, then averaged
+    (``F.ctc_loss``'s ``"mean"``); an impossible alignment (a target longer than the frames)
+    counts zero instead of infinity."""
+
+    def __init__(self, blank: int, ignore_index: int = IGNORE_INDEX):
+        super().__init__()
+        self.blank, self.ignore_index = blank, ignore_index
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """logits (B, S, V) per frame; targets (B, T), each row its tokens then
+        ``ignore_index`` -> scalar mean loss."""
+        lengths = (targets != self.ignore_index).sum(dim=1)  # (B,)
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (S, B, V), fp32 as above
+        frames = torch.full_like(lengths, logits.shape[1])
+        return F.ctc_loss(log_probs, targets.clamp(min=0), frames, lengths, blank=self.blank,
+                          zero_infinity=True)
+
+
 # -- contrastive: CLIP's symmetric InfoNCE --------------------------------------------------------
 MAX_LOGIT_SCALE = math.log(100.0)
 

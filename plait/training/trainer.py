@@ -147,6 +147,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         seed_everything(t.seed)  # the same on every rank, so every replica starts identical
         self.task = get_task(recipe.task)(recipe.data, t, self.dist)
+        self.task.prepare()  # before the clock: a time budget is for steps, not data building
         self.model = build_model(recipe, self.task, self.device)
         self.optimizer = make_optimizer(self.task.param_groups(self.model), t, self.device)
         self.lr = t.lr  # the scheduled rate at train.lr's peak (parts scale from their own)

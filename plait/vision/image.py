@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from plait.config import Config, read_json
+from plait.io import file_kind, head_of
 
 # OpenAI CLIP's normalisation, the default of every CLIP checkpoint on the Hub
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -91,6 +92,10 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         except Image.DecompressionBombError:  # Pillow's own hard stop (2x its default limit)
             raise ImageError(f"{path}: image is too large (decompression-bomb guard)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
+            kind = file_kind(head_of(path))
+            if kind is not None and "audio" in kind:  # sound given where a picture belongs
+                raise ImageError(f"{path}: this is {kind}, not an image: give a PNG, JPEG or"
+                                 " GIF picture") from None
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ImageError(f"{path}: not a readable image ({reason})") from None
 

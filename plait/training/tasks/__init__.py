@@ -20,11 +20,11 @@ one. The contract, method by method:
 - ``count(batch) -> int``: items in a batch (tokens, pairs), for throughput and eval weights.
 - ``units``: metric name -> unit, for what the trainer prints.
 - ``model_config(config)``, ``init_model(model)``, ``build_from(source, config, where)``,
-  ``param_groups(model)``, ``files()``: fit the architecture's config to the data,
+  ``param_groups(model)``, ``prepare()``, ``files()``: fit the architecture's config to the data,
   re-initialise a fresh model, build the model around an ``init_from`` folder of another
   architecture, group the parameters for the optimizer (default: ``train.freeze`` /
-  ``train.part_lr``), name files to copy beside the weights. Each has a default that does the
-  usual thing.
+  ``train.part_lr``), build the training data an evaluation does not need, name files to
+  copy beside the weights. Each has a default that does the usual thing.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ TASKS = Registry("task", {
     "scenes-caption": "plait.training.tasks.vlm:ScenesCaptionTask",
     "scenes-vqa": "plait.training.tasks.vlm:ScenesVQATask",
     "scenes-vqa-classify": "plait.training.tasks.vqa_classify:ScenesVQAClassifyTask",
+    "speech": "plait.training.tasks.speech:SpeechTask",
 })
 
 
@@ -137,6 +138,10 @@ class Task:
         """The optimizer's parameter groups: weight decay on 2-D weights, ``train.part_lr``'s
         peak rates, ``train.freeze``'s parts frozen (:mod:`plait.training.optim`)."""
         return param_groups(model, self.train)
+
+    def prepare(self) -> None:
+        """Build what training needs and evaluation does not (the trainer calls it before its
+        clock starts, so a time budget is spent on steps); default: nothing."""
 
     def files(self) -> list[Path]:
         """Files copied into the output folder next to the model (e.g. ``tokenizer.json``)."""

@@ -1,0 +1,115 @@
+"""Speech to text with a Whisper-architecture folder: ``Transcriber.from_folder(dir)``.
+
+The folder is one ``plait train configs/speech.toml`` leaves: ``config.json`` (a Whisper
+whose window is ``2 * n_audio_ctx`` frames, 4 s for the recipe's model) and ``tokenizer.json``
+(the transcripts' characters, ``<pad> <s> </s>`` first). Audio is read by
+:func:`plait.audio.load` (wav, flac: anything libsndfile decodes, any rate, mixed to mono),
+turned into Whisper's log-mel features over the model's window, and decoded greedily or with
+beams from the start token; the text is what the tokenizer decodes up to ``</s>``.
+
+A recording longer than the window is refused, naming both lengths: the model never heard
+the end of a longer one, and cutting it silently would drop words. Hugging Face Whisper
+checkpoints need language and task tokens and their BPE vocabulary, which this class does
+not handle (``plait.hf.whisper`` loads them for parity tests).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from plait.audio import HOP_LENGTH, SAMPLING_RATE, load, log_mel
+
+
+class Transcriber:
+    """A Whisper and its tokenizer: ``transcribe(recordings) -> texts``."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self._lock = threading.Lock()  # one generation at a time on one model object
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu") -> Transcriber:
+        from plait.loading import load as load_model
+        from plait.text import load_tokenizer
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        model = load_model(folder, device=device)
+        if not hasattr(model, "stem"):
+            raise ValueError(f"{folder} holds a {type(model).__name__}, not a speech recogniser:"
+                             " transcription needs a Whisper-architecture folder (plait train"
+                             " configs/speech.toml)")
+        tokenizer = load_tokenizer(folder)
+        if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError(f"{folder}: its tokenizer has no <s> and </s>; plait transcribe"
+                             " reads folders trained by plait's speech task")
+        return cls(model, tokenizer)
+
+    @property
+    def window(self) -> int:
+        """Samples of 16 kHz audio the model hears at once: 2 * n_audio_ctx frames of 160."""
+        return self.model.n_frames * HOP_LENGTH
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def check(self, audio: np.ndarray, name: str) -> None:
+        """Raise ValueError (one line naming ``name``) unless ``audio`` fits the window."""
+        if len(audio) == 0:
+            raise ValueError(f"{name}: the recording has no samples")
+        if len(audio) > self.window:
+            raise ValueError(f"{name} is {len(audio) / SAMPLING_RATE:.2f} s long; this model"
+                             f" hears at most {self.window / SAMPLING_RATE:.2f} s: cut the"
+                             " recording into pieces that short")
+
+    def read(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
+        """Every file decoded and checked (all before any is transcribed)."""
+        out = []
+        for p in paths:
+            audio = load(p)
+            self.check(audio, str(p))
+            out.append(audio)
+        return out
+
+    def features(self, recordings: Sequence[np.ndarray]) -> Tensor:
+        """(B, n_mels, frames) log-mel features over the model's window."""
+        for i, audio in enumerate(recordings):
+            self.check(audio, f"recording {i}")
+        return log_mel(list(recordings), n_mels=self.model.config.n_mels,
+                       n_samples=self.window)
+
+    def transcribe(self, recordings: Sequence[np.ndarray], num_beams: int = 1,
+                   max_new_tokens: int | None = None) -> list[str]:
+        """One transcript per 16 kHz mono recording, in order."""
+        out: list[str] = []
+        for i in range(0, len(recordings), self.batch_size):
+            feats = self.features(recordings[i:i + self.batch_size])
+            out += self.decode(feats, num_beams, max_new_tokens)
+        return out
+
+    @torch.no_grad()
+    def decode(self, features: Tensor, num_beams: int = 1,
+               max_new_tokens: int | None = None) -> list[str]:
+        """Transcripts of log-mel ``features`` (B, n_mels, frames), up to each ``</s>``."""
+        t = self.tokenizer
+        limit = self.model.config.block_size - 1  # the decoder's positions, start token first
+        steps = limit if max_new_tokens is None else min(max_new_tokens, limit)
+        with self._lock:
+            out = self.model.generate(features.to(self.device), num_beams=num_beams,
+                                      max_new_tokens=steps, eos_token_id=t.eos_token_id,
+                                      pad_token_id=t.pad_token_id)
+        texts = []
+        for row in out[:, 1:].tolist():
+            if t.eos_token_id in row:
+                row = row[:row.index(t.eos_token_id)]
+            texts.append(t.decode(row).strip())
+        return texts
