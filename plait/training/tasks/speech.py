@@ -247,7 +247,9 @@ class SpeechTask(Task):
         if not w:
             logits = model(batch["input_features"], batch["decoder_input_ids"])  # (B, T, V)
             return self.criterion(logits, batch["labels"])
-        inner = unwrap(model)  # single process only (see __init__): both halves are needed
+        # the encoder's output is needed beside the logits, so the model's two halves are
+        # called: one process only (refused with DDP in __init__), uncompiled
+        inner = unwrap(model)
         memory = inner.encode(batch["input_features"])  # (B, S, C)
         logits = inner.decode(batch["decoder_input_ids"], memory)  # (B, T, V)
         targets = batch["labels"].masked_fill(batch["labels"] == self.tokenizer.eos_token_id,
