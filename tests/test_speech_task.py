@@ -25,7 +25,13 @@ from plait.evaluation.speech import score
 from plait.training import TrainConfig, recipe_from_dict, train
 from plait.training.distributed import Dist
 from plait.training.losses import IGNORE_INDEX
-from plait.training.tasks.speech import SpeechData, SpeechTask, grammar_words, speech_tokenizer
+from plait.training.tasks.speech import (
+    SpeechData,
+    SpeechTask,
+    grammar_transcripts,
+    grammar_words,
+    speech_tokenizer,
+)
 
 RECIPE = Path(__file__).parents[1] / "configs" / "speech.toml"
 TINY_MODEL = {"arch": "whisper", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_inner": 64,
@@ -91,9 +97,12 @@ def test_tokenizer_spells_every_transcript_and_words_shorten_them():
     chars, words = speech_tokenizer(), speech_tokenizer(words=True)
     assert chars.specials == ["<pad>", "<s>", "</s>"] and chars.bos_token_id == 1
     assert {"timer", "colour", "triangle", "which", "one"} <= set(grammar_words())
-    for u in S.utterances(300, "train"):
+    said = {u.transcript for u in S.utterances(3000, "train")}
+    questions = {t for t in said if not t.isdigit() and not t.startswith("set a timer")}
+    assert questions <= set(grammar_transcripts())
+    for text in said:
         for t in (chars, words):
-            assert t.decode(t.encode(u.transcript)) == u.transcript
+            assert t.decode(t.encode(text)) == text
     text = "what colour is the circle"
     assert len(words.encode(text)) == 5 < len(chars.encode(text)) == len(text)
 
@@ -106,8 +115,9 @@ def test_the_model_is_fitted_to_the_window_and_the_vocabulary(tmp_path, speech_d
     cfg = task.model_config(WhisperConfig(block_size=48))
     assert cfg.n_audio_ctx == 100 and cfg.vocab_size == task.tokenizer.vocab_size
     assert (cfg.pad_token_id, cfg.decoder_start_token_id, cfg.eos_token_id) == (0, 1, 2)
-    with pytest.raises(ConfigError, match="block_size 20 is too short"):
-        task.model_config(WhisperConfig(block_size=20))
+    with pytest.raises(ConfigError, match="block_size 40 is too short: the longest transcript"
+                                          " needs 45"):  # 43 characters, </s>, <s>
+        task.model_config(WhisperConfig(block_size=40))
     with pytest.raises(ConfigError, match="arch = 'whisper'"):
         task.model_config(Seq2SeqConfig())
     with pytest.raises(ValueError, match="multiple of 320"):

@@ -37,7 +37,7 @@ from plait.audio import HOP_LENGTH, log_mel
 from plait.audio.augment import SpecAugment, spec_augment
 from plait.config import Config, ConfigError
 from plait.data import speech as data
-from plait.data.scenes import COLOURS, KINDS, PHRASINGS
+from plait.data.scenes import COLOURS, KINDS, PHRASINGS, article
 from plait.io import atomic_write
 from plait.text.base import pad_batch
 from plait.text.char import CharTokenizer
@@ -99,6 +99,16 @@ def grammar_words() -> list[str]:
     text = " ".join(t.format(x=slots) for forms in PHRASINGS.values() for t in forms)
     text = data.transcript_of(text + " set a timer for 1 minute 2 minutes")
     return sorted({w for w in text.split() if len(w) > 1 and w.isalpha()})
+
+
+def grammar_transcripts() -> list[str]:
+    """Every question transcript (236), the longest timer command and a 4-digit number."""
+    slots = {"count": [""], "colour": list(KINDS), "shape": list(COLOURS),
+             "relation": [f"{c} {k}" for c in COLOURS for k in KINDS],
+             "presence": [article(f"{c} {k}") for c in COLOURS for k in KINDS]}
+    questions = {data.transcript_of(form.format(x=x)) for kind, forms in PHRASINGS.items()
+                 for form in forms for x in slots[kind]}
+    return [*sorted(questions), "set a timer for 99 minutes", "9999"]
 
 
 def speech_tokenizer(words: bool = False) -> CharTokenizer:
@@ -173,8 +183,7 @@ class SpeechTask(Task):
 
     def longest_target(self) -> int:
         """Tokens of the longest transcript the grammar writes, plus ``</s>``."""
-        longest = ["does the picture have an orange triangle", "set a timer for 99 minutes"]
-        return max(len(self.tokenizer.encode(s)) for s in longest) + 1
+        return max(len(self.tokenizer.encode(s)) for s in grammar_transcripts()) + 1
 
     # -- data -----------------------------------------------------------------------------------
     def split_dir(self, split: data.Split) -> Path:
@@ -187,9 +196,10 @@ class SpeechTask(Task):
         n = (c.n_train, 0) if split == "train" else (0, c.n_heldout)
         if self.dist.is_main:
             data.build_speech(folder, *n, seed=c.seed, workers=c.workers)
-            cached_features(folder, split, c.n_samples, c.n_mels)
+            part, feats = cached_features(folder, split, c.n_samples, c.n_mels)
         distributed.all_gather(None, self.dist)  # the others wait for rank 0's build
-        part, feats = cached_features(folder, split, c.n_samples, c.n_mels)
+        if not self.dist.is_main:
+            part, feats = cached_features(folder, split, c.n_samples, c.n_mels)
         return part.rows, feats
 
     def prepare(self) -> None:
@@ -237,7 +247,9 @@ class SpeechTask(Task):
         if not w:
             logits = model(batch["input_features"], batch["decoder_input_ids"])  # (B, T, V)
             return self.criterion(logits, batch["labels"])
-        inner = unwrap(model)  # single process only (see __init__): both halves are needed
+        # the encoder's output is needed beside the logits, so the model's two halves are
+        # called: one process only (refused with DDP in __init__), uncompiled
+        inner = unwrap(model)
         memory = inner.encode(batch["input_features"])  # (B, S, C)
         logits = inner.decode(batch["decoder_input_ids"], memory)  # (B, T, V)
         targets = batch["labels"].masked_fill(batch["labels"] == self.tokenizer.eos_token_id,
