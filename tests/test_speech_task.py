@@ -22,6 +22,7 @@ from plait.cli.main import main
 from plait.config import ConfigError, read_toml
 from plait.data import speech as S
 from plait.evaluation.speech import score
+from plait.models.whisper import WhisperConfig
 from plait.training import TrainConfig, recipe_from_dict, train
 from plait.training.distributed import Dist
 from plait.training.losses import IGNORE_INDEX
@@ -93,6 +94,44 @@ def test_batches_put_the_loss_on_transcript_tokens_and_end_only(tmp_path, speech
     assert 0.3 < hidden[labels != IGNORE_INDEX].float().mean() < 0.7
 
 
+def test_cut_window_batches_utterances_of_one_length_cut_to_the_longest(tmp_path, speech_dir):
+    from plait.models.whisper import cut_frames
+
+    task = task_for(tmp_path, speech_dir, cut_window=True)
+    _, _, frames = task.training_data()
+    order = frames.sort().values
+    widest = max(int(order[i + 31] - order[i]) for i in range(len(order) - 31))  # 4B = 32 rows
+    for step in range(6):
+        g = torch.Generator().manual_seed(step)
+        pick = task.pick(g)
+        spread = int(frames[pick].max() - frames[pick].min())
+        assert len(pick) == 8 and len(set(pick.tolist())) == 8 and spread <= widest
+        feats = task.train_batch(step, 0)["input_features"]
+        same = torch.Generator().manual_seed(hash((0, task.train.seed, step, 0)) % 2**63)
+        longest = int(frames[task.pick(same)].max())  # the batch's draw, made again
+        assert feats.shape[-1] == cut_frames(longest, 400) >= longest
+    assert feats.shape[-1] % 16 == 0 and feats.shape[-1] < 400
+    assert task.model_config(WhisperConfig(block_size=48)).variable_window
+    assert [cut_frames(n, 400) for n in (1, 16, 17, 390, 401)] == [16, 16, 32, 400, 400]
+
+
+def test_a_variable_window_whisper_takes_even_frames_up_to_its_window():
+    from plait.models.whisper import Whisper
+
+    cfg = WhisperConfig(vocab_size=16, n_layer=1, n_head=2, n_embd=16, n_inner=32,
+                        block_size=8, n_audio_ctx=50, pad_token_id=0, eos_token_id=2,
+                        decoder_start_token_id=1)
+    fixed, variable = Whisper(cfg), Whisper(cfg.replace(variable_window=True))
+    x = torch.randn(2, 80, 100)
+    assert variable.encode(x[..., :32]).shape == (2, 16, 16)
+    assert fixed.encode(x).shape == variable.encode(x).shape == (2, 50, 16)
+    for bad in (x[..., :31], torch.randn(2, 80, 102)):
+        with pytest.raises(ValueError, match="an even number of frames up to 100"):
+            variable.encode(bad)
+    with pytest.raises(ValueError, match="frames=100"):
+        fixed.encode(x[..., :32])
+
+
 def test_tokenizer_spells_every_transcript_and_words_shorten_them():
     chars, words = speech_tokenizer(), speech_tokenizer(words=True)
     assert chars.specials == ["<pad>", "<s>", "</s>"] and chars.bos_token_id == 1
@@ -109,7 +148,6 @@ def test_tokenizer_spells_every_transcript_and_words_shorten_them():
 
 def test_the_model_is_fitted_to_the_window_and_the_vocabulary(tmp_path, speech_dir):
     from plait.models.seq2seq import Seq2SeqConfig
-    from plait.models.whisper import WhisperConfig
 
     task = task_for(tmp_path, speech_dir, n_samples=32_000)
     cfg = task.model_config(WhisperConfig(block_size=48))
@@ -179,6 +217,12 @@ def test_a_tiny_whisper_learns_and_its_folder_transcribes(asr_run, speech_dir, t
     for i in range(3):
         files.append(tmp_path / f"u{i}.wav")
         sf.write(files[-1], held.audio(i), 16_000, subtype="PCM_16")
+    from plait.inference.speech import Transcriber
+
+    transcriber = Transcriber.from_folder(asr_run)
+    assert transcriber.model.config.variable_window  # the recipe's data.cut_window
+    audio = [held.audio(i) for i in range(3)]
+    assert transcriber.transcribe(audio) == [transcriber.transcribe([a])[0] for a in audio]
     capsys.readouterr()
     for beams in ("1", "2"):
         assert main(["transcribe", "--model", str(asr_run), "--num-beams", beams,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from plait.audio import HOP_LENGTH, SAMPLING_RATE, load, log_mel
+from plait.models.whisper import cut_frames
 
 
 class Transcriber:
@@ -91,9 +92,30 @@ class Transcriber:
                    max_new_tokens: int | None = None) -> list[str]:
         """One transcript per 16 kHz mono recording, in order."""
         out: list[str] = []
-        for i in range(0, len(recordings), self.batch_size):
-            feats = self.features(recordings[i:i + self.batch_size])
-            out += self.decode(feats, num_beams, max_new_tokens)
+        for i in range(0, len(recordings), 4 * self.batch_size):
+            part = recordings[i:i + 4 * self.batch_size]
+            frames = [-(-len(a) // HOP_LENGTH) for a in part]
+            out += self.decode_all(self.features(part), frames, num_beams, max_new_tokens)
+        return out
+
+    def decode_all(self, features: Tensor, frames: Sequence[int], num_beams: int = 1,
+                   max_new_tokens: int | None = None) -> list[str]:
+        """Transcripts of window-long ``features`` (N, n_mels, window) of recordings spanning
+        ``frames``, in batches. A ``variable_window`` model (trained on features cut to each
+        batch's longest recording) gets each recording cut to
+        :func:`~plait.models.whisper.cut_frames` of its own length, batched with those cut
+        alike, so what it hears does not depend on the other recordings in the call."""
+        window = features.shape[-1]
+        variable = getattr(self.model.config, "variable_window", False)
+        cuts = [cut_frames(f, window) if variable else window for f in frames]
+        out = [""] * len(cuts)
+        for length in sorted(set(cuts)):
+            same = [i for i, c in enumerate(cuts) if c == length]
+            for j in range(0, len(same), self.batch_size):
+                rows = same[j:j + self.batch_size]
+                texts = self.decode(features[rows, :, :length], num_beams, max_new_tokens)
+                for i, text in zip(rows, texts, strict=True):
+                    out[i] = text
         return out
 
     @torch.no_grad()

@@ -62,6 +62,11 @@ class WhisperConfig(Seq2SeqConfig):
     pad_token_id: int = 50256
     eos_token_id: int = 50256
     decoder_start_token_id: int = 50257  # <|startoftranscript|>
+    # False (Whisper): every input is exactly 2 * n_audio_ctx frames, shorter audio padded
+    # with silence. True: any even number of frames up to that, for a model trained on
+    # features cut to the longest recording of each batch (plait's speech task,
+    # data.cut_window); it must then be given audio cut the same way (Transcriber does)
+    variable_window: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -69,6 +74,13 @@ class WhisperConfig(Seq2SeqConfig):
         if not self.share_embeddings:
             raise ValueError("WhisperConfig.share_embeddings must be True: the encoder reads"
                              " audio, so the decoder's token table is the only one")
+
+
+def cut_frames(longest: int, window: int) -> int:
+    """Frames a ``variable_window`` model is given for recordings of at most ``longest``
+    frames: rounded up to a multiple of 16 (even, as the stride-2 stem needs, and a little
+    silence after the speech), at most the ``window``."""
+    return min(window, max(16, -(-longest // 16) * 16))
 
 
 class ConvStem(nn.Module):
@@ -117,13 +129,19 @@ class Whisper(Seq2Seq):
         """Log-mel features (B, n_mels, 2 * n_audio_ctx) -> the encoder output (B, S, C).
 
         The length is fixed, as for transformers and openai/whisper: the model only ever saw
-        30-second windows (shorter audio padded with silence), and its positions are those."""
+        30-second windows (shorter audio padded with silence), and its positions are those.
+        With ``config.variable_window`` any even number of frames up to that is accepted."""
         c = self.config
-        want = (c.n_mels, self.n_frames)
-        if input_features.dim() != 3 or tuple(input_features.shape[1:]) != want:
-            raise ValueError(f"input_features must be (batch, n_mels={c.n_mels},"
-                             f" frames={self.n_frames}), got {tuple(input_features.shape)}; pad"
-                             " or cut the log-mel features to 30 s (2 * n_audio_ctx frames)")
+        shape = tuple(input_features.shape)
+        frames = shape[-1] if input_features.dim() == 3 else -1
+        fits = (0 < frames <= self.n_frames and frames % 2 == 0 if c.variable_window
+                else frames == self.n_frames)
+        if input_features.dim() != 3 or shape[1] != c.n_mels or not fits:
+            want = (f"an even number of frames up to {self.n_frames}" if c.variable_window
+                    else f"frames={self.n_frames}")
+            raise ValueError(f"input_features must be (batch, n_mels={c.n_mels}, {want}), got"
+                             f" {shape}; pad or cut the log-mel features to the model's window"
+                             " (2 * n_audio_ctx frames)")
         x = self.stem(input_features.to(self.stem.conv1.weight.dtype))  # (B, S, C)
         positions = torch.arange(x.shape[1], device=x.device)[None]  # (1, S)
         x = self.drop(x + self.enc_pos.embed(positions).to(x.dtype))

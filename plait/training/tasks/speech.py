@@ -39,6 +39,7 @@ from plait.config import Config, ConfigError
 from plait.data import speech as data
 from plait.data.scenes import COLOURS, KINDS, PHRASINGS, article
 from plait.io import atomic_write
+from plait.models.whisper import cut_frames
 from plait.text.base import pad_batch
 from plait.text.char import CharTokenizer
 from plait.training import distributed
@@ -72,6 +73,11 @@ class SpeechData(Config):
     # (Kim, Hori and Watanabe 2017, arXiv:1609.06773): the monotonic alignment teaches the
     # encoder to spell from the first steps, so the decoder has something to listen to
     ctc_weight: float = 0.0
+    # a batch of recordings of about one length (drawn among the 4 x batch_size utterances
+    # nearest in length to a random one), its features cut to the longest of them: the
+    # encoder then reads ~1.6 s instead of the whole 4 s window, 2-3x fewer frames a step.
+    # The model is told (model.variable_window) and is then given audio cut the same way
+    cut_window: bool = False
     augment: SpecAugment = field(default_factory=SpecAugment)
     speech_dir: str = "data/speech"  # built audio and feature caches, reused across runs
     workers: int = 2  # espeak-ng processes at once while building
@@ -179,7 +185,8 @@ class SpeechTask(Task):
                               f" transcript needs {need} decoder positions")
         return config.replace(vocab_size=t.vocab_size, pad_token_id=t.pad_token_id,
                               eos_token_id=t.eos_token_id, decoder_start_token_id=t.bos_token_id,
-                              n_mels=self.data.n_mels, n_audio_ctx=self.data.n_samples // STRIDE)
+                              n_mels=self.data.n_mels, n_audio_ctx=self.data.n_samples // STRIDE,
+                              variable_window=self.data.cut_window)
 
     def longest_target(self) -> int:
         """Tokens of the longest transcript the grammar writes, plus ``</s>``."""
@@ -212,7 +219,19 @@ class SpeechTask(Task):
             fits = [i for i, r in enumerate(rows) if r["length"] <= self.data.n_samples]
             frames = torch.tensor([-(-rows[i]["length"] // HOP_LENGTH) for i in fits])
             self._train = [rows[i] for i in fits], feats[fits], frames
+            self._by_length = torch.argsort(frames, stable=True)
         return self._train
+
+    def pick(self, g: torch.Generator) -> Tensor:
+        """The batch's utterances: any, or with ``data.cut_window`` B of the 4B nearest in
+        length to a random one."""
+        rows, _, _ = self.training_data()
+        B = self.data.batch_size
+        if not self.data.cut_window or len(rows) <= 4 * B:
+            return torch.randint(len(rows), (B,), generator=g)
+        start = int(torch.randint(len(rows) - 4 * B + 1, (1,), generator=g))
+        near = self._by_length[start:start + 4 * B]
+        return near[torch.randperm(4 * B, generator=g)[:B]]
 
     def batch(self, transcripts: list[str], features: Tensor) -> Batch:
         """Features (B, n_mels, frames) as float32, decoder inputs (``<s>`` + transcript) and
@@ -230,8 +249,9 @@ class SpeechTask(Task):
         # ints only: a str in the tuple would make the hash differ from process to process
         g = torch.Generator().manual_seed(hash((self.data.seed, self.train.seed, step, micro))
                                           % 2**63)
-        pick = torch.randint(len(rows), (B,), generator=g)[r * B // W:(r + 1) * B // W]
-        masked = spec_augment(feats[pick], frames[pick], self.data.augment, g)
+        pick = self.pick(g)[r * B // W:(r + 1) * B // W]
+        masked = spec_augment(self.cut(feats[pick], frames[pick]), frames[pick],
+                              self.data.augment, g)
         batch = self.batch([rows[i]["transcript"] for i in pick.tolist()], masked)
         if self.data.decoder_dropout > 0:
             dec = batch["decoder_input_ids"]
@@ -239,6 +259,13 @@ class SpeechTask(Task):
             hide[:, 0] = False  # the start token stays
             batch["decoder_input_ids"] = dec.masked_fill(hide, self.tokenizer.pad_token_id)
         return batch
+
+    def cut(self, feats: Tensor, frames: Tensor) -> Tensor:
+        """With ``data.cut_window``, ``feats`` cut to the longest of ``frames`` (see
+        :func:`cut_frames`); otherwise unchanged."""
+        if not self.data.cut_window:
+            return feats
+        return feats[..., :cut_frames(int(frames.max()), feats.shape[-1])]
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         """Cross-entropy of the transcript tokens, and with ``data.ctc_weight`` w,
@@ -272,18 +299,19 @@ class SpeechTask(Task):
             self._heldout = self.load_split("heldout")
         rows, feats = self._heldout
         n = len(rows) if max_batches is None else min(self.data.n_eval, len(rows))
-        transcriber = Transcriber(unwrap(model), self.tokenizer)
-        refs, hyps, total, count = [], [], 0.0, 0
+        frames = torch.tensor([-(-r["length"] // HOP_LENGTH) for r in rows[:n]])
+        refs = [r["transcript"] for r in rows[:n]]
+        total, count = 0.0, 0
         for i in range(0, n, 100):
-            chunk = [r["transcript"] for r in rows[i:min(i + 100, n)]]
-            batch = {k: v.to(device) for k, v in
-                     self.batch(chunk, feats[i:i + len(chunk)]).items()}
+            chunk = refs[i:i + 100]
+            batch = {k: v.to(device) for k, v in self.batch(
+                chunk, self.cut(feats[i:i + len(chunk)], frames[i:i + len(chunk)])).items()}
             k = self.count(batch)
             logits = model(batch["input_features"], batch["decoder_input_ids"])
             total += float(self.criterion(logits, batch["labels"])) * k
             count += k
-            refs += chunk
-            hyps += transcriber.decode(batch["input_features"])
+        hyps = Transcriber(unwrap(model), self.tokenizer).decode_all(feats[:n].float(),
+                                                                     frames.tolist())
         return {"loss": total / max(count, 1),
                 **score(refs, hyps, [r["kind"] for r in rows[:n]])}
 
