@@ -1,8 +1,9 @@
-"""Ask a vision-language folder a question about an image: the answer on one line.
+"""Ask a vision-language folder a question about an image or a clip: the answer on one line.
 
     plait ask --model runs/vlm_scenes scene.png "how many shapes are there?"
     plait ask --model runs/vlm_scenes scene.png "where is the red circle?" --attention-map att.png
     plait ask --model runs/vlm_scenes --asr runs/speech scene.png --audio question.wav
+    plait ask --model runs/video_qa clip.gif "which way does the red circle move?"
 
 The image goes before the question; a question may instead place it with ``<image>`` (one per
 image given). ``--attention-map FILE`` draws, for each answer word, where the decoder looked:
@@ -12,6 +13,10 @@ With ``--audio FILE`` the question is spoken: the ``--asr`` speech folder transc
 transcript is printed on its own line (``heard: what colour is the circle``), its punctuation
 is put back as the VLM was taught it ("?", or "." for "count the shapes"), and the answer
 follows on the next line.
+
+A video model (``configs/video_qa.toml``) takes one clip: an animated GIF or a folder of frames,
+resampled in time to the frames the model reads (docs/video.md). A still image given to a video
+model, or a clip given to an image model, is an error.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="vision-language folder")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE... QUESTION",
-                        help="one or more image files, then the question (none with --audio)")
+                        help="one or more image files (or one clip), then the question (none"
+                        " with --audio)")
     parser.add_argument("--audio", metavar="FILE", help="the question, spoken (wav or flac)")
     parser.add_argument("--asr", metavar="DIR", help="speech folder that transcribes --audio")
     parser.add_argument("--num-beams", type=int, default=1, help="beam search width (1: greedy)")
@@ -33,8 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from plait.inference.video import is_video_folder
     from plait.inference.vlm import VisionAsker
     from plait.vision import open_image
+    from plait.vision.video import is_clip
 
     spoken = bool(args.audio or args.asr)
     if spoken:
@@ -48,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
         *paths, question = args.inputs
         if not question.strip():
             raise ValueError("the question is empty")
+        if is_video_folder(args.model):
+            return ask_clip(args, paths, question)
+    for p in paths:
+        if is_clip(p):
+            raise ValueError(f"{p} is a clip, but {args.model} reads still images: give it an"
+                             " image, or ask a video model (configs/video_qa.toml)")
     images = [open_image(p) for p in paths]
     asker = VisionAsker.from_folder(args.model, device=args.device)
     if question is None:  # everything else is checked: now listen
@@ -84,3 +98,18 @@ def heard(args: argparse.Namespace) -> str:
         raise ValueError(f"{args.audio}: no words were heard in the recording")
     print(f"heard: {text}", flush=True)
     return written_question(text)
+
+
+def ask_clip(args: argparse.Namespace, paths: list[str], question: str) -> int:
+    """One clip, one question, to a video model (a classifier: no beams, no attention map)."""
+    from plait.inference.video import VideoAsker
+
+    if len(paths) != 1:
+        raise ValueError(f"{args.model} is a video model: give one clip (a GIF or a folder of"
+                         f" frames) and a question, got {len(paths)} inputs before the question")
+    if args.attention_map:
+        raise ValueError("--attention-map draws a decoder's attention over an image; a video"
+                         " model answers by classification and has none to draw")
+    asker = VideoAsker.from_folder(args.model, device=args.device)
+    print(asker.ask_file(paths[0], question))
+    return 0

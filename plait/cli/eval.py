@@ -7,6 +7,7 @@
     plait eval --model runs/ner --task ner
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
     plait eval --model runs/speech --task speech
+    plait eval --model runs/video_qa --task video-qa
     plait eval --model runs/vlm_scenes --task voice-qa --asr runs/speech --n 200
 
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
@@ -15,7 +16,9 @@ scenes. clip-digits: zero-shot accuracy on held-out digits with unseen prompt te
 translate, classify-speakers, ner, mlm, scenes-caption, scenes-vqa: the task's own final
 evaluation (the one training ends with), read with the data settings in the folder's
 recipe.json (scenes-caption reads a scenes-vqa folder's: the two share their data); speech:
-WER and CER of greedy transcripts of held-out voices, overall and per phrase kind. voice-qa:
+WER and CER of greedy transcripts of held-out voices, overall and per phrase kind; video-qa:
+accuracy on every question of held-out clips (colour+shape pairs never in training), per
+question kind. voice-qa:
 held-out scenes asked by held-out voices (espeak-ng), transcribed by the --asr folder and
 answered by the --model VLM, against the same VLM given the written question
 (plait/evaluation/voice_qa.py).
@@ -30,7 +33,7 @@ from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
 RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa",
-                "scenes-vqa-classify", "speech")
+                "scenes-vqa-classify", "speech", "video-qa")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -245,12 +245,15 @@ def questions(shapes: list[Shape], rng: random.Random, heldout: bool = True) -> 
     return qa
 
 
-def rephrase(qa: QA, rng: random.Random) -> str:
-    """``qa``'s question in a phrasing of its kind drawn by ``rng`` (the first included)."""
-    first = PHRASINGS[qa.kind][0]
+def rephrase(qa: QA, rng: random.Random,
+             phrasings: dict[str, tuple[str, ...]] | None = None) -> str:
+    """``qa``'s question in a phrasing of its kind drawn by ``rng`` (the first included), from
+    ``phrasings`` (default: the scenes' :data:`PHRASINGS`)."""
+    forms = (phrasings or PHRASINGS)[qa.kind]
+    first = forms[0]
     head, _, tail = first.partition("{x}")
     slot = qa.question[len(head):len(qa.question) - len(tail)] if tail else qa.question[len(head):]
-    return rng.choice(PHRASINGS[qa.kind]).format(x=slot)
+    return rng.choice(forms).format(x=slot)
 
 
 def reading_order(shapes: list[Shape]) -> list[Shape]:

@@ -30,6 +30,7 @@ MODELS = Registry("model architecture", {
     "vlm": "plait.models.vlm:VLM",
     "visualbert": "plait.models.vl_encoders:VisualBert",
     "vilbert": "plait.models.vl_encoders:ViLBert",
+    "visualbert-video": "plait.models.video:VideoVisualBert",
 })
 
 

@@ -70,6 +70,16 @@ class VisualBertConfig(TransformerConfig):
     def vision_config(self) -> ViTConfig:
         return ViTConfig.from_dict(self.vision)
 
+    @property
+    def image_tokens(self) -> int:
+        """Tokens one image adds to the sequence: its patches."""
+        return self.vision_config.grid**2
+
+    @property
+    def image_width(self) -> int:
+        """Width of one image token before the projection."""
+        return self.vision_config.n_embd
+
 
 @dataclass(frozen=True)
 class ViLBertConfig(VisualBertConfig):
@@ -84,10 +94,10 @@ class _TextAndImage(nn.Module):
         self.config = c
         v = c.vision_config
         self.vision = ViT(v)
-        self.visual_proj = nn.Linear(v.n_embd, c.n_embd)
+        self.visual_proj = nn.Linear(c.image_width, c.n_embd)
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.text_pos = nn.Parameter(torch.zeros(1, c.block_size, c.n_embd))
-        self.image_pos = nn.Parameter(torch.zeros(1, v.grid**2, c.n_embd))
+        self.image_pos = nn.Parameter(torch.zeros(1, c.image_tokens, c.n_embd))
         self.segment = nn.Parameter(torch.zeros(2, c.n_embd))  # text, image
         self.head = nn.Linear(c.n_embd, len(c.labels))
         for p in (self.text_pos, self.image_pos, self.segment):
@@ -99,11 +109,16 @@ class _TextAndImage(nn.Module):
         if n_text > limit:
             raise ValueError(f"a question of {n_text} tokens exceeds the model's {limit}")
         text = self.wte(input_ids) + self.text_pos[:, :n_text] + self.segment[0]
+        return text, self.image_input(pixel_values)
+
+    def image_input(self, pixel_values: Tensor) -> Tensor:
+        """(B, 3, H, W) -> projected patches + positions + segment (B, N, C)."""
+        return self.visual_proj(self.patches(pixel_values)) + self.image_pos + self.segment[1]
+
+    def patches(self, pixel_values: Tensor) -> Tensor:
+        """The tower's patch states at ``feature_layer``, class token dropped: (B, N, Cv)."""
         patches = self.vision.features(pixel_values, self.config.feature_layer)
-        if self.vision.cls is not None:
-            patches = patches[:, 1:]  # (B, N, Cv)
-        image = self.visual_proj(patches) + self.image_pos + self.segment[1]
-        return text, image
+        return patches[:, 1:] if self.vision.cls is not None else patches
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

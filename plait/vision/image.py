@@ -81,7 +81,7 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check size ourselves
         try:
             with Image.open(path) as probe:  # reads the header only
-                _check_pixels(path, probe.size, max_pixels)
+                check_pixels(path, probe.size, max_pixels)
                 probe.verify()  # checksums / structure, without decoding (PNG CRCs, ...)
             with Image.open(path) as img:  # verify() leaves the image unusable: reopen
                 img.load()  # full decode: a truncated file fails here
@@ -100,7 +100,7 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
             raise ImageError(f"{path}: not a readable image ({reason})") from None
 
 
-def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+def check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
     w, h = size
     if w * h > max_pixels:
         raise ImageError(f"{path}: {w}x{h} = {w * h / 1e6:.1f} megapixels exceeds the limit of"

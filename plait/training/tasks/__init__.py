@@ -60,6 +60,7 @@ TASKS = Registry("task", {
     "scenes-vqa": "plait.training.tasks.vlm:ScenesVQATask",
     "scenes-vqa-classify": "plait.training.tasks.vqa_classify:ScenesVQAClassifyTask",
     "speech": "plait.training.tasks.speech:SpeechTask",
+    "video-qa": "plait.training.tasks.video_qa:VideoQATask",
 })
 
 

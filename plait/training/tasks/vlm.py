@@ -22,6 +22,7 @@ and per kind).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +78,14 @@ class ScenesData(Config):
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def scene_tokenizer() -> CharTokenizer:
+def scene_tokenizer(texts: Iterable[str] = ()) -> CharTokenizer:
     """Characters (lower-case letters, digits, punctuation) plus every word of the scenes'
-    language as one token: captions, questions and answers are a few tokens per word."""
+    language (and of ``texts``: another task's questions) as one token: captions, questions
+    and answers are a few tokens per word."""
     words = {*COLOURS, *KINDS, *NUMBERS.values(), "yes", "no", "left", "right", "above",
              "below", "of", "the", "and", "small", "large"}
     for text in (*TRAIN_TEMPLATES, *CAPTION_QUESTIONS,
-                 *(p for forms in PHRASINGS.values() for p in forms)):
+                 *(p for forms in PHRASINGS.values() for p in forms), *texts):
         words.update(w for w in text.replace("{x}", " ").replace("{}", " ").split())
     words = {w.strip("?.,") for w in words}
     chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789 \n,.?!'-:;"))

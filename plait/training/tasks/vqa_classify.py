@@ -26,7 +26,27 @@ from plait.training.tasks import Batch
 from plait.training.tasks.vlm import ScenesCaptionTask, ScenesData
 
 
-class ScenesVQAClassifyTask(ScenesCaptionTask):
+class AroundTower:
+    """A task mixin: ``train.init_from`` a CLIP (or a bare ViT) folder builds the recipe's
+    classifier around that image tower, its weights copied, the rest new."""
+
+    def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
+        from plait.models import model_class_for
+
+        tower = getattr(source, "vision", source)
+        if not hasattr(tower, "features"):
+            raise ValueError(f"train.init_from {where}: a {type(source).__name__} has no ViT"
+                             " image tower to read images with")
+        config = self.model_config(config.replace(vision=tower.config.to_dict()))
+        model = model_class_for(config)(config)
+        model.vision.load_state_dict(tower.state_dict())
+        if self.dist.is_main:
+            print(f"init_from {where}: the image tower of a {type(source).__name__}; the rest"
+                  " new", flush=True)
+        return model
+
+
+class ScenesVQAClassifyTask(AroundTower, ScenesCaptionTask):
     """One question per row, its answer a label among the training answers."""
 
     name = "scenes-vqa-classify"
@@ -43,22 +63,6 @@ class ScenesVQAClassifyTask(ScenesCaptionTask):
         vision = {**config.vision, "image_size": self.data.image_size}
         return config.replace(vision=vision, vocab_size=self.tokenizer.vocab_size,
                               labels=self.answers, pad_token_id=self.tokenizer.pad_token_id)
-
-    def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
-        """The classifier around the image tower of a CLIP (or a bare ViT) folder."""
-        from plait.models import model_class_for
-
-        tower = getattr(source, "vision", source)
-        if not hasattr(tower, "features"):
-            raise ValueError(f"train.init_from {where}: a {type(source).__name__} has no ViT"
-                             " image tower to read images with")
-        config = self.model_config(config.replace(vision=tower.config.to_dict()))
-        model = model_class_for(config)(config)
-        model.vision.load_state_dict(tower.state_dict())
-        if self.dist.is_main:
-            print(f"init_from {where}: the image tower of a {type(source).__name__}; the rest"
-                  " new", flush=True)
-        return model
 
     def questions(self, questions: list[str], answers: list[str], uint8: Tensor) -> Batch:
         t = self.tokenizer
