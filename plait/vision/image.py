@@ -92,12 +92,20 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         except Image.DecompressionBombError:  # Pillow's own hard stop (2x its default limit)
             raise ImageError(f"{path}: image is too large (decompression-bomb guard)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
-            kind = file_kind(head_of(path))
-            if kind is not None and "audio" in kind:  # sound given where a picture belongs
-                raise ImageError(f"{path}: this is {kind}, not an image: give a PNG, JPEG or"
-                                 " GIF picture") from None
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ImageError(f"{path}: not a readable image ({reason})") from None
+            raise unreadable(path, e, "image", "a PNG, JPEG or GIF picture") from None
+
+
+def unreadable(path: str | Path, error: BaseException, what: str, wanted: str) -> ImageError:
+    """The one-line error for a file Pillow could not read as ``what`` ("image", "clip"):
+    a sound file given where a picture belongs is named as such, anything else gets Pillow's
+    reason."""
+    kind = file_kind(head_of(path))
+    if kind is not None and "audio" in kind:
+        noun = ("an " if what[0] in "aeiou" else "a ") + what
+        return ImageError(f"{path}: this is {kind}, not {noun}: give {wanted}")
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    return ImageError(f"{path}: not a readable {what} ({reason})")
 
 
 def check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:

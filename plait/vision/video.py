@@ -25,13 +25,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from plait.io import file_kind, head_of
 from plait.vision.image import (
     DEFAULT_MAX_PIXELS,
     ImageError,
     check_pixels,
     open_image,
     to_rgb,
+    unreadable,
 )
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -135,10 +135,5 @@ def _file_frames(path: Path, max_pixels: int) -> tuple[list[Image.Image], list[f
         except Image.DecompressionBombError:
             raise ImageError(f"{path}: clip is too large (decompression-bomb guard)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
-            kind = file_kind(head_of(path))
-            if kind is not None and "audio" in kind:  # sound given where a clip belongs
-                raise ImageError(f"{path}: this is {kind}, not a clip: give an animated GIF or"
-                                 " a folder of frames") from None
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ImageError(f"{path}: not a readable clip ({reason})") from None
+            raise unreadable(path, e, "clip", "an animated GIF or a folder of frames") from None
     return frames, durations
