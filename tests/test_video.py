@@ -155,3 +155,22 @@ def test_bad_input_is_one_line_and_exit_2(video_run, tmp_path, capsys):
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], (args, err)
+
+
+def test_kind_weights_choose_the_questions_rows_ask(tmp_path):
+    from plait.data.clips import DIRECTIONS
+    from plait.training import TASKS, TrainConfig
+    from plait.training.distributed import Dist
+    from plait.training.tasks.video_qa import ClipsData
+
+    data = ClipsData(n_train=40, batch_size=16, workers=1, kind_weights=(1.0, 0.0, 0.0))
+    task = TASKS.get("video-qa")(data, TrainConfig(out_dir=str(tmp_path)), Dist())
+    answers = [ANSWERS[i] for i in task.train_batch(0, 0)["labels"].tolist()]
+    assert set(answers) <= {*DIRECTIONS, "still"}
+    leave = task.__class__(data.replace(kind_weights=(0.0, 1.0, 0.0)),
+                           TrainConfig(out_dir=str(tmp_path)), Dist())
+    assert {ANSWERS[i] for i in leave.train_batch(0, 0)["labels"].tolist()} <= {
+        "zero", "one", "two", "three"}
+    for bad in ((1.0, 1.0), (0.0, 0.0, 0.0), (1.0, -1.0, 1.0)):
+        with pytest.raises(ValueError, match="kind_weights"):
+            ClipsData(kind_weights=bad)
