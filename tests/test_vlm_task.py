@@ -110,6 +110,28 @@ def _task(tmp_path, name="scenes-vqa"):
     return task
 
 
+def test_place_questions_ask_a_colour_by_grid_cell(tmp_path):
+    import random
+
+    from plait.data.scenes import PLACE_QUESTION, Shape, place
+
+    cells = {(0.1, 0.1): "top left", (0.5, 0.1): "top", (0.5, 0.5): "middle",
+             (0.1, 0.5): "left", (0.9, 0.9): "bottom right", (0.9, 0.5): "right"}
+    for (x, y), name in cells.items():
+        assert place(Shape("circle", "red", "small", x, y)) == name
+    task = _task(tmp_path)
+    task = type(task)(task.data.replace(place_share=1.0, caption_share=0.0), task.train, Dist())
+    rng = random.Random(0)
+    for scene in task.items[:8]:
+        [(question, answer)] = task.turns(scene, rng)
+        shape = next(s for s in scene.shapes if PLACE_QUESTION.format(x=place(s)) == question)
+        assert answer == shape.colour
+    plain = _task(tmp_path)  # place_share 0: the scene's own questions only
+    asked = {q for scene in plain.items for _ in range(4)
+             for q, _ in plain.turns(scene, rng)}
+    assert not any("shape in the" in q for q in asked)
+
+
 def test_targets_are_the_answers_only(tmp_path):
     task = _task(tmp_path)
     t = task.tokenizer

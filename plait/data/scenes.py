@@ -216,6 +216,18 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# a training-only question that names no kind: its answer is read from a place, so the colour
+# read-out it trains is shared by every kind (data.place_share of scenes-vqa)
+PLACE_QUESTION = "what colour is the shape in the {x}?"
+
+
+def place(s: Shape) -> str:
+    """The grid cell of a shape in words: "top left", "top", ..., "middle", "bottom right"."""
+    r, c = cell(s)
+    words = [w for w in (("top", "", "bottom")[r], ("left", "", "right")[c]) if w]
+    return " ".join(words) or "middle"
+
+
 def questions(shapes: list[Shape], rng: random.Random, heldout: bool = True) -> list[QA]:
     """Question-answer pairs about counts, colours, kinds, relations and presence, in each
     kind's first phrasing (:func:`rephrase` draws another). Presence asks about a shape that

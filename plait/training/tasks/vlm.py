@@ -37,10 +37,12 @@ from plait.data.scenes import (
     KINDS,
     NUMBERS,
     PHRASINGS,
+    PLACE_QUESTION,
     TRAIN_TEMPLATES,
     Scene,
     canonical_caption,
     imagined_scene,
+    place,
     rephrase,
     scenes,
 )
@@ -63,6 +65,9 @@ class ScenesData(Config):
     n_eval: int = 200  # held-out scenes captioned and questioned by the evaluation
     batch_size: int = 32  # rows per batch: an image (or none) and one turn each
     caption_share: float = 0.25  # scenes-vqa: the chance a row asks for the caption
+    # scenes-vqa: the chance a question row asks instead "what colour is the shape in the top
+    # left?" (plait.data.scenes.PLACE_QUESTION), a colour read from a place, no kind named
+    place_share: float = 0.0
     # the share of rows that are text alone, the caption of a scene that is described but never
     # drawn (any colour+kind pair): the decoder learns every phrase, never an image of a held-out
     # pair
@@ -73,7 +78,7 @@ class ScenesData(Config):
     def __post_init__(self) -> None:
         if min(self.image_size, self.n_train, self.n_eval, self.batch_size) <= 0:
             raise ValueError("data.image_size, n_train, n_eval and batch_size must be > 0")
-        for name in ("caption_share", "text_share"):
+        for name in ("caption_share", "text_share", "place_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -147,6 +152,9 @@ class ScenesCaptionTask(Task):
         image, and a model trained so answers a lone question by chance."""
         if not self.questions or rng.random() < self.data.caption_share:
             return [(rng.choice(CAPTION_QUESTIONS), canonical_caption(scene.shapes))]
+        if self.data.place_share and rng.random() < self.data.place_share:
+            s = rng.choice(scene.shapes)
+            return [(PLACE_QUESTION.format(x=place(s)), s.colour)]
         q = rng.choice(scene.qa)
         return [(rephrase(q, rng), q.answer)]
 
