@@ -168,6 +168,7 @@ class SpeechTask(Task):
             raise ValueError("data.ctc_weight reads the encoder's output beside the decoder's,"
                              " which DDP does not wrap: train it in one process")
         self._train: tuple[list[dict], Tensor, Tensor] | None = None  # built on first use
+        self._by_length = torch.empty(0, dtype=torch.long)  # training rows by length, on use
         self._heldout: tuple[list[dict], Tensor] | None = None
         if d.is_main:
             self.data_dir.mkdir(parents=True, exist_ok=True)

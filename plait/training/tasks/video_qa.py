@@ -184,10 +184,12 @@ class VideoQATask(AroundTower, Task):
         n = self.data.n_eval if max_batches is None else min(self.data.n_eval, 64)
         asker = VideoAsker(m, self.tokenizer, self.image_config)
         held = [self.clip(i, "heldout") for i in range(n)]
+        pixels = self.pixels(held)  # each clip drawn once, then one row per question
         asked = [(c, q) for c in held for q in c.qa]
-        logits = torch.cat([asker.logits(self.pixels([c for c, _ in asked[k:k + 64]]),
-                                         [q.question for _, q in asked[k:k + 64]])
-                            for k in range(0, len(asked), 64)])
+        of_clip = torch.tensor([i for i, c in enumerate(held) for _ in c.qa])
+        questions = [q.question for _, q in asked]
+        logits = torch.cat([asker.logits(pixels[of_clip[k:k + 256]], questions[k:k + 256])
+                            for k in range(0, len(asked), 256)])  # 256 clip copies at a time
         labels = torch.tensor([self.index[q.answer] for _, q in asked])
         right: dict[str, list[bool]] = defaultdict(list)
         for (c, q), ok in zip(asked, (logits.argmax(-1) == labels).tolist(), strict=True):
