@@ -4,6 +4,7 @@
     plait ask --model runs/vlm_scenes scene.png "where is the red circle?" --attention-map att.png
     plait ask --model runs/vlm_scenes --asr runs/speech scene.png --audio question.wav
     plait ask --model runs/video_qa clip.gif "which way does the red circle move?"
+    plait ask --model runs/fusion scene.png --audio red.wav "is there a star of the colour spoken?"
 
 The image goes before the question; a question may instead place it with ``<image>`` (one per
 image given). ``--attention-map FILE`` draws, for each answer word, where the decoder looked:
@@ -17,6 +18,9 @@ follows on the next line.
 A video model (``configs/video_qa.toml``) takes one clip: an animated GIF or a folder of frames,
 resampled in time to the frames the model reads (docs/video.md). A still image given to a video
 model, or a clip given to an image model, is an error.
+
+A fusion model (``configs/fusion_scenes.toml``) hears ``--audio`` itself: a picture, a
+recording and a question, any left out where its mode allows (docs/fusion.md).
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from plait.inference.fusion import is_fusion_folder
     from plait.inference.video import is_video_folder
     from plait.inference.vlm import VisionAsker
     from plait.vision import open_image
     from plait.vision.video import is_clip
 
+    if Path(args.model).is_dir() and is_fusion_folder(args.model):
+        return ask_fusion(args)
     spoken = bool(args.audio or args.asr)
     if spoken:
         paths, question = args.inputs, None
@@ -112,4 +119,25 @@ def ask_clip(args: argparse.Namespace, paths: list[str], question: str) -> int:
                          " model answers by classification and has none to draw")
     asker = VideoAsker.from_folder(args.model, device=args.device)
     print(asker.ask_file(paths[0], question))
+    return 0
+
+
+def ask_fusion(args: argparse.Namespace) -> int:
+    """A fusion model: [IMAGE] QUESTION with --audio FILE, the recording a modality of its own
+    (no --asr). A single input that is a file is the picture, else the question."""
+    from plait.inference.fusion import FusionAsker
+
+    if args.asr:
+        raise ValueError(f"{args.model} is a fusion model: it hears --audio itself, no --asr")
+    if args.attention_map or args.num_beams != 1:
+        raise ValueError("a fusion model answers by classification: no --attention-map or"
+                         " --num-beams")
+    if len(args.inputs) > 2:
+        raise ValueError(f"a fusion model takes at most one image and one question, got"
+                         f" {len(args.inputs)} inputs")
+    image, question = (args.inputs if len(args.inputs) == 2 else
+                       (args.inputs[0], None) if Path(args.inputs[0]).is_file() else
+                       (None, args.inputs[0]))
+    asker = FusionAsker.from_folder(args.model, device=args.device)
+    print(asker.ask_files(image, args.audio, question)[0])
     return 0

@@ -8,6 +8,7 @@
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
     plait eval --model runs/speech --task speech
     plait eval --model runs/video_qa --task video-qa
+    plait eval --model runs/fusion_scenes --task fusion [--without audio]
     plait eval --model runs/vlm_scenes --task voice-qa --asr runs/speech --n 200
 
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
@@ -18,7 +19,9 @@ evaluation (the one training ends with), read with the data settings in the fold
 recipe.json (scenes-caption reads a scenes-vqa folder's: the two share their data); speech:
 WER and CER of greedy transcripts of held-out voices, overall and per phrase kind; video-qa:
 accuracy on every question of held-out clips (colour+shape pairs never in training), per
-question kind. voice-qa:
+question kind. fusion: accuracy on held-out scenes and voices, overall, per question family and
+on colour-kind questions about a held-out pair, as one line (``--without audio``: asked with
+that modality absent). voice-qa:
 held-out scenes asked by held-out voices (espeak-ng), transcribed by the --asr folder and
 answered by the --model VLM, against the same VLM given the written question
 (plait/evaluation/voice_qa.py).
@@ -33,7 +36,7 @@ from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
 RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa",
-                "scenes-vqa-classify", "speech", "video-qa")
+                "scenes-vqa-classify", "speech", "video-qa", "fusion")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--asr", metavar="DIR", help="voice-qa: the speech recognition folder")
     parser.add_argument("--n", type=int, default=200, help="voice-qa: questions asked")
+    parser.add_argument("--without", action="append", default=[], metavar="MODALITY",
+                        choices=("text", "image", "audio"),
+                        help="fusion: ask with this modality absent (repeatable); a mode that"
+                        " cannot leave it out says so")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,9 +62,24 @@ def run(args: argparse.Namespace) -> int:
         metrics = clip(args)
     else:
         metrics = from_recipe(args)
+    if args.task == "fusion":  # one row of docs/fusion.md's table
+        print(fusion_row(args, metrics))
+        return 0
     for name, value in metrics.items():
         print(f"{name:>20}  {value:.4f}")
     return 0
+
+
+def fusion_row(args: argparse.Namespace, metrics: dict[str, float]) -> str:
+    """``mode  modalities  accuracy 0.971  count-colour 0.980 ...`` on one line."""
+    from plait.checkpoint import read_model_config
+
+    config = read_model_config(args.model)
+    used = [m for m in config.get("modalities", ()) if m not in args.without]
+    parts = [f"{k.removeprefix('accuracy_')} {v:.3f}" for k, v in metrics.items()
+             if k.startswith("accuracy_")]
+    return (f"{config.get('mode', '?')}  {'+'.join(used)}  accuracy {metrics['accuracy']:.3f}  "
+            + "  ".join(parts) + f"  loss {metrics['loss']:.4f}")
 
 
 def clip(args: argparse.Namespace) -> dict[str, float]:
@@ -108,5 +130,9 @@ def from_recipe(args: argparse.Namespace) -> dict[str, float]:
                 if have.get(k) != v]
         if diff:
             raise ValueError(f"{folder} does not fit task '{args.task}': {', '.join(diff[:3])}")
+        if args.without:
+            if args.task != "fusion":
+                raise ValueError("--without is for --task fusion (a modality left out)")
+            task.absent = frozenset(args.without)
         with torch.no_grad():
             return task.evaluate(model, torch.device(args.device), None)

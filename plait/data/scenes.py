@@ -90,7 +90,7 @@ def relation(a: Shape, b: Shape) -> str:
 
 
 # -- sampling ----------------------------------------------------------------------------------
-def _sample_shapes(rng: random.Random, n: int, heldout: bool,
+def sample_shapes(rng: random.Random, n: int, heldout: bool,
                    any_pair: bool = False) -> list[Shape]:
     """n shapes in distinct cells of a 3x3 grid; training scenes avoid every held-out pair
     (``any_pair``: draw from all pairs, for scenes that are only described)."""
@@ -117,7 +117,7 @@ def _sample_shapes(rng: random.Random, n: int, heldout: bool,
 
 def make_scene(rng: random.Random, heldout: bool = False, max_shapes: int = 3) -> Scene:
     n = rng.randint(1, max_shapes)
-    shapes = _sample_shapes(rng, n, heldout)
+    shapes = sample_shapes(rng, n, heldout)
     return Scene(shapes, captions(shapes, rng), questions(shapes, rng, heldout))
 
 
@@ -127,7 +127,7 @@ def imagined_scene(rng: random.Random, max_shapes: int = 3) -> Scene:
     circle") without ever showing it an image of a held-out pair, as a pretrained language
     model knows words it has never seen pictured."""
     n = rng.randint(1, max_shapes)
-    return Scene(_sample_shapes(rng, n, heldout=False, any_pair=True))  # shapes only: no rows ask
+    return Scene(sample_shapes(rng, n, heldout=False, any_pair=True))  # shapes only: no rows ask
 
 
 def scene_at(index: int, split: str = "train", seed: int = 0, max_shapes: int = 3) -> Scene:

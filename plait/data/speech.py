@@ -256,7 +256,9 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
 
 
 def build_speech(out_dir: str | Path, n_train: int, n_heldout: int, seed: int = 0,
-                 workers: int = 2, log: Callable[[str], None] = print) -> dict:
+                 workers: int = 2, log: Callable[[str], None] = print,
+                 grammar: str = "phrases",
+                 make: Callable[[int, Split, int], list[Utterance]] | None = None) -> dict:
     """Synthesise the first ``n_train`` training and ``n_heldout`` held-out utterances of
     ``seed`` into ``out_dir``, unless it holds exactly them already; returns ``meta.json``.
 
@@ -264,13 +266,17 @@ def build_speech(out_dir: str | Path, n_train: int, n_heldout: int, seed: int = 
     little-endian int16 at 16 kHz (``np.memmap`` reads it; 32 kB per second of speech);
     ``{split}.jsonl``, one row per utterance (the :class:`Utterance` fields plus ``start``
     and ``length`` in samples); ``meta.json``, written last: the spec, the espeak-ng version
-    and the duration statistics. ``workers`` espeak-ng processes run at once.
+    and the duration statistics. ``workers`` espeak-ng processes run at once. ``make(n,
+    split, seed)`` lists the utterances (default :func:`utterances`, this module's phrases);
+    another list needs another ``grammar`` name, which the cache is keyed by.
     """
     if n_train < 0 or n_heldout < 0 or workers < 1:
         raise ValueError(f"need n_train, n_heldout >= 0 and workers >= 1, got {n_train}, "
                          f"{n_heldout} and {workers}")
     out = Path(out_dir)
     spec = {"format": FORMAT, "n_train": n_train, "n_heldout": n_heldout, "seed": seed}
+    if grammar != "phrases":  # the phrases' folders keep the spec they were built with
+        spec["grammar"] = grammar
     cached = _cached_meta(out, spec)
     if cached is not None:
         log(f"speech: {out} already holds {n_train} + {n_heldout} utterances of seed {seed}")
@@ -281,7 +287,7 @@ def build_speech(out_dir: str | Path, n_train: int, n_heldout: int, seed: int = 
     meta: dict = {"spec": spec, "espeak_ng": espeak_version()[0],
                   "sampling_rate": SAMPLING_RATE, "dtype": "int16"}
     for split, n in zip(SPLITS, (n_train, n_heldout), strict=True):
-        meta[split] = _build_split(out, split, utterances(n, split, seed), workers)
+        meta[split] = _build_split(out, split, (make or utterances)(n, split, seed), workers)
         log(f"speech: {n} {split} utterances ({meta[split]['seconds']['total'] / 60:.1f} min "
             f"of audio) after {time.time() - t0:.1f}s")
     meta["build_seconds"] = round(time.time() - t0, 1)

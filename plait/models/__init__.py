@@ -31,6 +31,7 @@ MODELS = Registry("model architecture", {
     "visualbert": "plait.models.vl_encoders:VisualBert",
     "vilbert": "plait.models.vl_encoders:ViLBert",
     "visualbert-video": "plait.models.video:VideoVisualBert",
+    "fusion": "plait.models.fusion:Fusion",
 })
 
 

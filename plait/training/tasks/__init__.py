@@ -61,6 +61,7 @@ TASKS = Registry("task", {
     "scenes-vqa-classify": "plait.training.tasks.vqa_classify:ScenesVQAClassifyTask",
     "speech": "plait.training.tasks.speech:SpeechTask",
     "video-qa": "plait.training.tasks.video_qa:VideoQATask",
+    "fusion": "plait.training.tasks.fusion:FusionTask",
 })
 
 
