@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from plait.config import (
     Config,
+    ConfigError,
     require_choice,
     require_divisible,
     require_fraction,
@@ -55,6 +56,20 @@ class TransformerConfig(Config):
             require_divisible(self, "n_embd", "n_head")
         require_choice(self, "mlp", MLP_KINDS)
         require_fraction(self, "dropout")
+
+
+def complete_tables(config: Config, tables: Iterable[tuple[str, type[Config]]]) -> None:
+    """Validate a config's nested tables (``vision``, ``text``, ...: dicts of another config's
+    keys) and store them complete, defaults filled in and command-line strings coerced, so
+    ``config.json`` records exactly what was built. An error names ``model.<table>``."""
+    for name, cls in tables:
+        try:
+            sub = cls.from_dict(dict(getattr(config, name)), where=f"model.{name}")
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ValueError(f"model.{name}: {e}") from None
+        object.__setattr__(config, name, sub.to_dict())
 
 
 def build_stack(c: TransformerConfig, *, block: type[Block] = PreNormBlock,

@@ -37,8 +37,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from plait.config import ConfigError
-from plait.models.base import TransformerConfig, build_stack
+from plait.models.base import TransformerConfig, build_stack, complete_tables
 from plait.models.vit import ViT, ViTConfig
 from plait.models.vlm import pixel_shuffle
 from plait.models.whisper import ConvStem
@@ -129,14 +128,7 @@ class FusionConfig(TransformerConfig):
                              f" {', '.join(MODALITIES)}, at least one; got {self.modalities}")
         object.__setattr__(self, "modalities",
                            tuple(m for m in MODALITIES if m in self.modalities))
-        for name, cls in (("vision", ViTConfig), ("audio", AudioEncoderConfig)):
-            try:
-                sub = cls.from_dict(dict(getattr(self, name)), where=f"model.{name}")
-            except ConfigError:
-                raise
-            except ValueError as e:
-                raise ValueError(f"model.{name}: {e}") from None
-            object.__setattr__(self, name, sub.to_dict())
+        complete_tables(self, (("vision", ViTConfig), ("audio", AudioEncoderConfig)))
         if len(set(self.labels)) != len(self.labels) or not self.labels:
             raise ValueError("model.labels must be distinct answers, at least one")
         r = self.pixel_shuffle

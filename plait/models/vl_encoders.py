@@ -30,8 +30,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from plait.config import ConfigError
-from plait.models.base import TransformerConfig, build_stack
+from plait.models.base import TransformerConfig, build_stack, complete_tables
 from plait.models.vit import ViT, ViTConfig
 from plait.nn import AttnInputs, make_attn_mask
 
@@ -56,13 +55,7 @@ class VisualBertConfig(TransformerConfig):
 
     def __post_init__(self) -> None:
         self.check_transformer(("vocab_size", "block_size"))
-        try:
-            vision = ViTConfig.from_dict(dict(self.vision), where="model.vision")
-        except ConfigError:
-            raise
-        except ValueError as e:
-            raise ValueError(f"model.vision: {e}") from None
-        object.__setattr__(self, "vision", vision.to_dict())
+        complete_tables(self, (("vision", ViTConfig),))
         if len(set(self.labels)) != len(self.labels) or not self.labels:
             raise ValueError("model.labels must be distinct answers, at least one")
 

@@ -25,7 +25,8 @@ from typing import Any, Literal
 import torch.nn as nn
 from torch import Tensor
 
-from plait.config import Config, ConfigError
+from plait.config import Config
+from plait.models.base import complete_tables
 from plait.models.gpt import GPT, GPTConfig
 from plait.models.vit import ViT, ViTConfig
 from plait.nn.layers import ACTIVATIONS
@@ -47,16 +48,7 @@ class VLMConfig(Config):
     projector_bias: bool = True  # HF: multimodal_projector_bias
 
     def __post_init__(self) -> None:
-        # validate both tables now and store them complete (defaults filled in, strings from
-        # the command line coerced), so config.json records exactly what was built
-        for name, cls in (("vision", ViTConfig), ("text", GPTConfig)):
-            try:
-                sub = cls.from_dict(dict(getattr(self, name)), where=f"model.{name}")
-            except ConfigError:
-                raise
-            except ValueError as e:
-                raise ValueError(f"model.{name}: {e}") from None
-            object.__setattr__(self, name, sub.to_dict())
+        complete_tables(self, (("vision", ViTConfig), ("text", GPTConfig)))
         v, t = self.vision_config, self.text_config
         if not 0 <= self.image_token_id < t.vocab_size:
             raise ValueError(f"VLMConfig.image_token_id ({self.image_token_id}) must be a token"
