@@ -21,8 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-MODES = ("add", "concat", "gated", "gmu", "cross-attention")
-MODALITIES = ("text", "image", "audio")
+from plait.models.fusion import MODALITIES, MODES
+
 SUBSETS = tuple("+".join(s) for k in (3, 2, 1) for s in itertools.combinations(MODALITIES, k))
 
 

@@ -69,6 +69,14 @@ class Example:
         return PHRASINGS[self.family][phrasing].format(x=self.slot)
 
     @property
+    def asked_count(self) -> int | None:
+        """How many shapes have the colour (kind) a count question names; None for
+        colour-kind."""
+        if self.family == "colour-kind":
+            return None
+        return _counts(self.shapes, self.family)[self.slot]
+
+    @property
     def about_heldout_pair(self) -> bool:
         """A colour-kind question whose colour and kind make a held-out pair."""
         return self.family == "colour-kind" and (self.word, self.slot) in HELDOUT_PAIRS
@@ -119,9 +127,8 @@ def _count(rng: random.Random, shapes: list[Shape],
            family: str) -> tuple[str, str, bool] | None:
     """(slot, number word, yes) of a count question, or None where the picture has one count
     only (every colour or kind named would have it: no "no" to ask)."""
-    by_colour = family == "count-colour"
-    names = list(COLOURS) if by_colour else list(KINDS)
-    counts = {n: sum((s.colour if by_colour else s.kind) == n for s in shapes) for n in names}
+    counts = _counts(shapes, family)
+    names = list(counts)
     have = sorted(set(counts.values()))
     if len(have) < 2:
         return None
@@ -130,6 +137,13 @@ def _count(rng: random.Random, shapes: list[Shape],
     yes = rng.random() < 0.5
     said = asked if yes else rng.choice([v for v in have if v != asked])
     return slot, NUMBER_WORDS[said], yes
+
+
+def _counts(shapes: tuple[Shape, ...] | list[Shape], family: str) -> dict[str, int]:
+    """Shapes per colour (count-colour) or per kind (count-kind), every name included."""
+    if family == "count-colour":
+        return {c: sum(s.colour == c for s in shapes) for c in COLOURS}
+    return {k: sum(s.kind == k for s in shapes) for k in KINDS}
 
 
 def _colour_kind(rng: random.Random, shapes: list[Shape],

@@ -252,29 +252,29 @@ class Fusion(nn.Module):
                                  f" ({', '.join(mods)}); {', '.join(missing)} missing: use a"
                                  " set mode (add, gated, gmu, cross-attention) to leave one out")
             return self.fuse(torch.cat([pooled[m] for m in mods], dim=-1))
-        x, here, a = self._gate_inputs(pooled)
+        x, here, g = self._gated(pooled)
         if c.mode == "gated":
-            alpha = a.masked_fill(~here, float("-inf")).softmax(dim=1)
-            return (alpha * x).sum(dim=1)
+            return (g * x).sum(dim=1)
         h = torch.stack([torch.tanh(self.transform[m](x[:, k])) for k, m in enumerate(mods)], 1)
-        return (torch.sigmoid(a) * h * here).sum(dim=1)  # gmu
+        return (g * h * here).sum(dim=1)  # gmu
 
     def gates(self, pooled: dict[str, Tensor]) -> Tensor:
         """The gated and gmu modes' gates (B, M, d), each in (0, 1): alpha (0 for an absent
         modality) or z."""
-        _, here, a = self._gate_inputs(pooled)
-        if self.config.mode == "gated":
-            return a.masked_fill(~here, float("-inf")).softmax(dim=1)
-        return torch.sigmoid(a)
+        return self._gated(pooled)[2]
 
-    def _gate_inputs(self, pooled: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """(x (B, M, d) with zeros for an absent modality, present (1, M, 1) bool, the gates'
-        arguments W_g [x_t; x_i; x_a] (B, M, d))."""
+    def _gated(self, pooled: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(x (B, M, d) with zeros for an absent modality, present (1, M, 1) bool, the gates
+        (B, M, d)) from the gates' arguments W_g [x_t; x_i; x_a]: a softmax over the modalities
+        present (gated) or a sigmoid each (gmu)."""
         mods = self.config.modalities
         some = next(iter(pooled.values()))
         x = torch.stack([pooled.get(m, torch.zeros_like(some)) for m in mods], dim=1)
         here = torch.tensor([m in pooled for m in mods], device=x.device)[None, :, None]
-        return x, here, self.gate(x.flatten(1)).view_as(x)
+        a = self.gate(x.flatten(1)).view_as(x)
+        if self.config.mode == "gated":
+            return x, here, a.masked_fill(~here, float("-inf")).softmax(dim=1)
+        return x, here, torch.sigmoid(a)
 
     def attend(self, states: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
         """Cross-attention: the learned query and the text tokens attend to the image patches

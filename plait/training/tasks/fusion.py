@@ -136,8 +136,7 @@ class FusionTask(Task):
         if "image" in model.config.modalities:
             model.vision.load_state_dict(tower.state_dict())
         if self.dist.is_main:
-            used = "its image tower" if "image" in model.config.modalities else "nothing (no"\
-                " image modality)"
+            used = "its image tower" if "image" in model.config.modalities else "nothing"
             print(f"init_from {where}: {used} from a {type(source).__name__}; the rest new",
                   flush=True)
         return model
@@ -183,7 +182,7 @@ class FusionTask(Task):
             out["pixel_values"] = normalize(rgb, ic.mean, ic.std)
         if "audio" in used:
             out["input_features"] = self.words(split)[[e.utterance for e in examples]].float()
-        return out | aux_targets(examples)
+        return out | aux_targets(examples) if self.data.aux_weight > 0 else out
 
     def train_batch(self, step: int, micro: int) -> Batch:
         return self.batch(*self.train_examples(step, micro), "train")
@@ -278,9 +277,7 @@ def aux_targets(examples: list[Example]) -> dict[str, Tensor]:
     word, count, colours = [], [], []
     for e in examples:
         word.append(WORDS.index(e.word))
-        by_colour = e.family == "count-colour"
-        count.append(sum((s.colour if by_colour else s.kind) == e.slot for s in e.shapes)
-                     if e.family != "colour-kind" else -100)
+        count.append(-100 if e.asked_count is None else e.asked_count)
         on_kind = {s.colour for s in e.shapes if s.kind == e.slot}
         colours.append([float(c in on_kind) for c in COLOURS] if e.family == "colour-kind"
                        else [-1.0] * len(COLOURS))
