@@ -9,6 +9,7 @@
     plait eval --model runs/speech --task speech
     plait eval --model runs/video_qa --task video-qa
     plait eval --model runs/fusion_scenes --task fusion [--without audio]
+    plait eval --model runs/imagine_scenes --task imagine
     plait eval --model runs/vlm_scenes --task voice-qa --asr runs/speech --n 200
 
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
@@ -21,7 +22,10 @@ WER and CER of greedy transcripts of held-out voices, overall and per phrase kin
 accuracy on every question of held-out clips (colour+shape pairs never in training), per
 question kind. fusion: accuracy on held-out scenes and voices, overall, per question family and
 on colour-kind questions about a held-out pair, as one line (``--without audio``: asked with
-that modality absent). voice-qa:
+that modality absent). imagine: pictures drawn for held-out prompts, the share that pass the
+pixel check (exactly the colours and number of shapes asked), for prompts of training pairs and
+of a held-out pair, and the recipe's CLIP judge's recall@1 of each prompt from its picture
+beside the same for real pictures. voice-qa:
 held-out scenes asked by held-out voices (espeak-ng), transcribed by the --asr folder and
 answered by the --model VLM, against the same VLM given the written question
 (plait/evaluation/voice_qa.py).
@@ -36,7 +40,7 @@ from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
 RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa",
-                "scenes-vqa-classify", "speech", "video-qa", "fusion")
+                "scenes-vqa-classify", "speech", "video-qa", "fusion", "imagine")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

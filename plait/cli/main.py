@@ -33,6 +33,7 @@ COMMANDS = Registry("command", {
     "caption": "plait.cli.caption:run",
     "ask": "plait.cli.ask:run",
     "transcribe": "plait.cli.transcribe:run",
+    "imagine": "plait.cli.imagine:run",
 })
 
 # exceptions that mean "the user gave us something wrong", not "plait has a bug"

@@ -32,6 +32,7 @@ MODELS = Registry("model architecture", {
     "vilbert": "plait.models.vl_encoders:ViLBert",
     "visualbert-video": "plait.models.video:VideoVisualBert",
     "fusion": "plait.models.fusion:Fusion",
+    "imagine": "plait.models.imagine:Imagine",
 })
 
 

@@ -62,6 +62,7 @@ TASKS = Registry("task", {
     "speech": "plait.training.tasks.speech:SpeechTask",
     "video-qa": "plait.training.tasks.video_qa:VideoQATask",
     "fusion": "plait.training.tasks.fusion:FusionTask",
+    "imagine": "plait.training.tasks.imagine:ImagineTask",
 })
 
 
