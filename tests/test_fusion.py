@@ -216,3 +216,30 @@ def test_examples_are_pure_and_words_are_the_ones_said():
     assert all(e.word in NUMBER_WORDS for e in counts)
     with pytest.raises(ValueError, match="split"):
         example_at(0, "test")
+
+
+def test_a_resnet_tower_gives_one_token_per_cell_of_its_map_and_stays_frozen_in_eval():
+    from plait.models.resnet import ResNet
+
+    torch.manual_seed(0)
+    vision = {"kind": "resnet", "widths": [4, 8], "depths": [1, 1], "stem_stride": 2}
+    c = FusionConfig(mode="cross-attention", vocab_size=20, block_size=8, n_embd=16, n_head=2,
+                     vision=vision, image_size=16, feature_layer=-1, pixel_shuffle=2,
+                     audio=AUDIO)
+    assert c.image_grid == (4, 8)  # 16 px -> 8 (stem) -> 4 (second stage)
+    assert c.to_dict()["vision"]["kind"] == "resnet"
+    m = Fusion(c)
+    assert isinstance(m.vision, ResNet)
+    x = inputs()
+    states = m.encode(pixel_values=x["pixel_values"])
+    assert states["image"][0].shape == (3, 4, 16)  # (4 / 2)^2 tokens
+    maps = m.vision.features(x["pixel_values"], -1)
+    want = m.image_proj(torch.cat([maps[:, [0, 1, 4, 5]].flatten(1)], -1)) + m.image_pos[0, 0]
+    torch.testing.assert_close(states["image"][0][:, 0], want)  # the top-left 2 x 2 of the map
+    for p in m.vision.parameters():
+        p.requires_grad_(False)
+    m.train()
+    assert m.training and not m.vision.training  # batch norm keeps its running statistics
+    assert m(**x).shape == (3, 2)
+    with pytest.raises(ValueError, match="model.vision.kind"):
+        FusionConfig(vision={"kind": "swin"}, audio=AUDIO)

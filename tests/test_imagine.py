@@ -14,7 +14,7 @@ from plait.cli.main import main
 from plait.config import read_toml
 from plait.data import imagine as prompts
 from plait.data.palette import to_rgb
-from plait.models.imagine import PAD, Imagine, ImagineConfig
+from plait.models.imagine import PAD, Imagine, ImagineConfig, prompt_ids
 from plait.training import recipe_from_dict, train
 
 RECIPE = "configs/imagine_scenes.toml"
@@ -29,9 +29,7 @@ def tiny(seed: int = 0, **kw) -> Imagine:
 
 
 def words(*texts: str, model: Imagine) -> torch.Tensor:
-    from plait.training.tasks.imagine import word_ids
-
-    return word_ids(list(texts), model.config.words, model.config.max_words)
+    return model.word_ids(list(texts))
 
 
 def plans(m: Imagine, n: int) -> torch.Tensor:
@@ -57,6 +55,7 @@ def test_logits_are_colour_plus_part_and_the_loss_is_their_cross_entropy():
     both = torch.cat([F.cross_entropy(plan_logits.flatten(0, 1), plan.flatten(), reduction="none"),
                       F.cross_entropy(logits.flatten(0, 1), t.flatten(), reduction="none")])
     torch.testing.assert_close(m.loss(w, plan, t), both.mean())
+    torch.testing.assert_close(m(w, plan, t, return_loss=True), both.mean())
 
 
 def test_greedy_sampling_with_the_cache_is_the_argmax_of_the_full_pass():
@@ -123,14 +122,28 @@ def test_the_pixel_check_passes_real_pictures_and_fails_wrong_ones():
 
 def test_prompts_with_no_words_unknown_words_or_too_many_are_refused_by_name():
     with pytest.raises(ValueError, match="no words"):
-        prompts.encode_prompt("  ... ", WORDS, 16)
+        prompt_ids("  ... ", WORDS, 16)
     with pytest.raises(ValueError, match="'pink'.*'rhombus'"):
-        prompts.encode_prompt("a pink rhombus", WORDS, 16)
+        prompt_ids("a pink rhombus", WORDS, 16)
     with pytest.raises(ValueError, match="at most 4"):
-        prompts.encode_prompt("a red circle and a blue star", WORDS, 4)
-    assert prompts.encode_prompt("A Red circle.", WORDS, 16) == [WORDS.index("a"),
-                                                                 WORDS.index("red"),
-                                                                 WORDS.index("circle")]
+        prompt_ids("a red circle and a blue star", WORDS, 4)
+    assert prompt_ids("A Red circle.", WORDS, 16) == [WORDS.index(w) for w in ("a", "red",
+                                                                               "circle")]
+
+
+def test_decode_is_the_codebooks_decode_and_the_palette_is_the_scenes():
+    from plait.data.palette import PALETTE
+    from plait.training.tasks.imagine import ImagineData, build_codebook, mask_ints
+
+    codebook = build_codebook(ImagineData(codebook_pictures=200))
+    m = Imagine(ImagineConfig(words=WORDS, masks=mask_ints(codebook), n_layer=1, n_head=2,
+                              n_embd=16, palette=tuple(map(tuple, PALETTE.tolist()))))
+    pictures = [prompts.picture(prompts.prompt_at(i, "heldout-pair")[0]) for i in range(20)]
+    tokens = torch.tensor(np.stack([codebook.encode(p) for p in pictures]))
+    decoded = m.decode(tokens)
+    for i in range(len(pictures)):
+        assert np.array_equal(decoded[i].numpy(), codebook.decode(tokens[i].numpy()))
+    assert np.array_equal(m.to_rgb(decoded).numpy(), to_rgb(decoded.numpy()))
 
 
 def test_clip_recall_counts_prompts_of_equal_content_as_one_answer():
@@ -210,6 +223,7 @@ def test_imagine_writes_reproducible_pictures_and_a_grid(run, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["", "--out", "{tmp}/x.png"], "has no words"),
     (["a pink circle", "--out", "{tmp}/x.png"], "never saw the word(s) 'pink'"),
+    (["a red circle " * 6, "--out", "{tmp}/x.png"], "reads at most 16"),
     (["a red circle", "--out", "{tmp}/nowhere/x.png"], "no directory"),
     (["a red circle", "--out", "{tmp}"], "image type"),
     (["a red circle", "--out", "{tmp}/x.txt"], "image type"),

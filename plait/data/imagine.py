@@ -15,7 +15,8 @@ left of a blue square"). Its picture is the scene drawn at 48 x 48 in palette in
 colour once a pixel is peeled off every edge (so two shapes that touch count as two), of at
 least ``MIN_PIXELS`` pixels (the smallest drawn shape keeps ~25); it passes when
 their colours, counted, are exactly the prompt's (two red shapes for "a red circle and a red
-square"). Every real picture of every split passes it (``tests/test_imagine.py``).
+square"). Real pictures pass it 99.5-99.8 % of the time: two shapes of one colour that touch
+along an edge are one region (``tests/test_imagine.py``).
 """
 
 from __future__ import annotations
@@ -53,30 +54,6 @@ def vocabulary() -> tuple[str, ...]:
     for template in TRAIN_TEMPLATES:
         words.update(_WORD.findall(template.format("")))
     return tuple(sorted(words))
-
-
-def split_words(prompt: str) -> list[str]:
-    """A prompt's words, lower-cased; a final full stop and other punctuation dropped."""
-    return _WORD.findall(prompt.lower())
-
-
-def encode_prompt(prompt: str, words: tuple[str, ...], max_words: int) -> list[int]:
-    """The prompt's word ids (``words`` the model's vocabulary), or a ``ValueError`` naming
-    what is wrong: no words, words the model never saw, too many words."""
-    said = split_words(prompt)
-    if not said:
-        raise ValueError(f"the prompt {prompt!r} has no words: describe one or two shapes, e.g."
-                         " 'a red circle left of a blue square'")
-    index = {w: i for i, w in enumerate(words)}
-    unknown = sorted({w for w in said if w not in index})
-    if unknown:
-        known = [w for w in words if w in COLOURS] + [w for w in words if w in KINDS]
-        raise ValueError(f"the model never saw the word(s) {', '.join(map(repr, unknown))} in a"
-                         f" prompt; it knows the colours and shapes {', '.join(known)}")
-    if len(said) > max_words:
-        raise ValueError(f"the prompt has {len(said)} words; the model reads at most"
-                         f" {max_words}")
-    return [index[w] for w in said]
 
 
 def draw(rng: random.Random, split: str, max_shapes: int = 2) -> tuple[list[Shape], str]:
@@ -139,6 +116,5 @@ def check(indices: np.ndarray, prompt: str) -> bool:
     return shapes_drawn(indices) == wanted(prompt)
 
 
-__all__ = ["MIN_PIXELS", "SPLITS", "check", "draw", "encode_prompt", "picture", "plan",
-           "prompt_at",
-           "shapes_drawn", "split_words", "vocabulary", "wanted"]
+__all__ = ["MIN_PIXELS", "SPLITS", "check", "draw", "picture", "plan", "prompt_at",
+           "shapes_drawn", "vocabulary", "wanted"]

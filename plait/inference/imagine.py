@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from plait.data.palette import to_rgb
-
 IMAGINE_MODEL = "imagine"
 
 
@@ -45,9 +43,7 @@ class Artist:
     """``draw(prompt, num, seed, ...) -> list of PIL images`` (the model's canvas size)."""
 
     def __init__(self, model, defaults: dict[str, float] | None = None):
-        from plait.training.tasks.imagine import codebook_of
-
-        self.model, self.codebook = model, codebook_of(model.config)
+        self.model = model
         self.defaults = defaults or {"temperature": 1.0, "top_k": 0, "guidance": 1.0}
 
     @classmethod
@@ -62,11 +58,9 @@ class Artist:
                              " configs/imagine_scenes.toml)")
         return cls(load(folder, device=device), sampling_defaults(folder))
 
-    def check(self, prompt: str) -> list[int]:
-        from plait.data.imagine import encode_prompt
-
-        c = self.model.config
-        return encode_prompt(prompt, c.words, c.max_words)
+    def check(self, prompt: str) -> None:
+        """A ValueError naming what is wrong with ``prompt``, if anything is."""
+        self.model.word_ids([prompt])
 
     @torch.no_grad()
     def draw_indices(self, prompt: str, num: int = 1, seed: int = 0,
@@ -74,22 +68,20 @@ class Artist:
         """``num`` pictures for ``prompt`` as (size, size) palette indices."""
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
-        ids = self.check(prompt)
-        c = self.model.config
-        device = self.model.start.device
-        row = torch.tensor([0] * (c.max_words - len(ids)) + ids, device=device)
-        gen = torch.Generator(device=device).manual_seed(seed)
+        row = self.model.word_ids([prompt])
+        gen = torch.Generator(device=row.device).manual_seed(seed)
         settings = {**self.defaults, **{k: v for k, v in sampling.items() if v is not None}}
         tokens = self.model.sample(row.expand(num, -1), temperature=settings["temperature"],
                                    top_k=int(settings["top_k"]),
                                    guidance=settings["guidance"], generator=gen)
-        return [self.codebook.decode(t) for t in tokens.cpu().numpy()]
+        return list(self.model.decode(tokens).cpu().numpy().astype(np.uint8))
 
     def draw(self, prompt: str, num: int = 1, seed: int = 0,
              **sampling: float) -> list[Image.Image]:
         """``num`` pictures for ``prompt`` as RGB images."""
         drawn = self.draw_indices(prompt, num, seed, **sampling)
-        return [Image.fromarray(to_rgb(p)) for p in drawn]
+        rgb = self.model.to_rgb(torch.from_numpy(np.stack(drawn)).long())
+        return [Image.fromarray(p) for p in rgb.numpy()]
 
 
 def grid(pictures: list[Image.Image], columns: int | None = None, gap: int = 2) -> Image.Image:

@@ -4,6 +4,7 @@ Each modality is encoded and projected to the fused width ``d`` (``n_embd``):
 
     text   T = Encoder_t(E[ids] + P_t)               (B, L, d)   a bidirectional Transformer
     image  V = W_v shuffle_r(ViT(pixels)[layer]) + P_v   (B, N/r^2, d)   one block's patches
+                                                      (or a ResNet's map after one block)
     audio  A = W_a Encoder_a(Stem(log-mel) + P_a)    (B, S, d)   Whisper's encoder wiring
 
 and pooled (``x_m``: the mean over a modality's positions, padding left out). Then one fusion
@@ -37,7 +38,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from plait.config import ConfigError
 from plait.models.base import TransformerConfig, build_stack, complete_tables
+from plait.models.resnet import ResNet, ResNetConfig
 from plait.models.vit import ViT, ViTConfig
 from plait.models.vlm import pixel_shuffle
 from plait.models.whisper import ConvStem
@@ -45,6 +48,7 @@ from plait.nn import AttnInputs, make_attn_mask, whisper_sinusoids
 
 MODALITIES = ("text", "image", "audio")
 MODES = ("add", "concat", "gated", "gmu", "cross-attention")
+VISION_KINDS = {"vit": ViTConfig, "resnet": ResNetConfig}  # the image tower's kinds
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,9 @@ class FusionConfig(TransformerConfig):
     mlp: str = "gelu"
     norm_eps: float = 1e-5
     dropout: float = 0.0
-    vision: dict[str, Any] = field(default_factory=dict)
-    feature_layer: int = -2  # the tower's block whose patch states are read
+    vision: dict[str, Any] = field(default_factory=dict)  # a ViT's keys, or kind = "resnet"
+    image_size: int = 48  # the pictures' side (a ViT's table says it again)
+    feature_layer: int = -2  # the tower's block whose patch states (or map) are read
     pixel_shuffle: int = 1  # r: each r x r block of patches one image token (as the VLM's)
     audio: dict[str, Any] = field(default_factory=dict)
     labels: tuple[str, ...] = ("no", "yes")
@@ -128,17 +133,40 @@ class FusionConfig(TransformerConfig):
                              f" {', '.join(MODALITIES)}, at least one; got {self.modalities}")
         object.__setattr__(self, "modalities",
                            tuple(m for m in MODALITIES if m in self.modalities))
-        complete_tables(self, (("vision", ViTConfig), ("audio", AudioEncoderConfig)))
+        complete_tables(self, (("audio", AudioEncoderConfig),))
+        table = dict(self.vision)
+        kind = table.pop("kind", "vit")
+        if kind not in VISION_KINDS:
+            raise ValueError(f"model.vision.kind must be one of {', '.join(VISION_KINDS)}, got"
+                             f" {kind!r}")
+        try:
+            tower = VISION_KINDS[kind].from_dict(table, where="model.vision")
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ValueError(f"model.vision: {e}") from None
+        object.__setattr__(self, "vision", ({"kind": kind} if kind != "vit" else {})
+                           | tower.to_dict())
         if len(set(self.labels)) != len(self.labels) or not self.labels:
             raise ValueError("model.labels must be distinct answers, at least one")
-        r = self.pixel_shuffle
-        if r < 1 or self.vision_config.grid % r:
+        r, (side, _) = self.pixel_shuffle, self.image_grid
+        if r < 1 or side % r:
             raise ValueError(f"model.pixel_shuffle ({r}) must divide the patch grid"
-                             f" ({self.vision_config.grid} x {self.vision_config.grid})")
+                             f" ({side} x {side})")
 
     @property
-    def vision_config(self) -> ViTConfig:
-        return ViTConfig.from_dict(self.vision)
+    def vision_config(self) -> ViTConfig | ResNetConfig:
+        table = dict(self.vision)
+        return VISION_KINDS[table.pop("kind", "vit")].from_dict(table)
+
+    @property
+    def image_grid(self) -> tuple[int, int]:
+        """(side, width) of the tower's states at ``feature_layer``: a ViT's patch grid, a
+        ResNet's map."""
+        v = self.vision_config
+        if isinstance(v, ResNetConfig):
+            return v.feature_shape(self.image_size, self.feature_layer)
+        return v.grid, v.n_embd
 
     @property
     def audio_config(self) -> AudioEncoderConfig:
@@ -161,10 +189,10 @@ class Fusion(nn.Module):
             self.text = build_stack(c)
         if "image" in mods:
             v = c.vision_config
-            self.vision = ViT(v)
-            r = c.pixel_shuffle
-            self.image_proj = nn.Linear(r * r * v.n_embd, d)
-            self.image_pos = nn.Parameter(0.02 * torch.randn(1, (v.grid // r) ** 2, d))
+            self.vision = ViT(v) if isinstance(v, ViTConfig) else ResNet(v)
+            r, (side, width) = c.pixel_shuffle, c.image_grid
+            self.image_proj = nn.Linear(r * r * width, d)
+            self.image_pos = nn.Parameter(0.02 * torch.randn(1, (side // r) ** 2, d))
         if "audio" in mods:
             self.audio = AudioEncoder(c.audio_config)
             self.audio_proj = nn.Linear(c.audio_config.n_embd, d)
@@ -206,7 +234,8 @@ class Fusion(nn.Module):
             out["text"] = self.encode_text(input_ids, attention_mask)
         if pixel_values is not None:
             patches = self.vision.features(pixel_values, c.feature_layer)
-            patches = patches[:, 1:] if self.vision.cls is not None else patches
+            if getattr(self.vision, "cls", None) is not None:
+                patches = patches[:, 1:]
             x = self.image_proj(pixel_shuffle(patches, c.pixel_shuffle)) + self.image_pos
             out["image"] = x, x.new_ones(x.shape[:2], dtype=torch.bool)
         if input_features is not None:
@@ -293,6 +322,15 @@ class Fusion(nn.Module):
         mem = torch.cat(memory, dim=1)
         mask, _ = make_attn_mask(q.shape[1], q.shape[1], causal=False, key_padding=q_keep)
         return self.cross(q, AttnInputs(mask), mem, None, rows=0)[:, 0]
+
+    def train(self, mode: bool = True) -> Fusion:
+        """A frozen image tower stays in eval mode while the rest trains: a ResNet's batch norm
+        would otherwise normalise by each batch and move its running statistics."""
+        super().train(mode)
+        tower = getattr(self, "vision", None)
+        if tower is not None and not any(p.requires_grad for p in tower.parameters()):
+            tower.eval()
+        return self
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

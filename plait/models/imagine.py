@@ -38,6 +38,7 @@ uses ``u + s (c - u)`` of the unconditional and conditional logits (``s = 1``: p
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,30 @@ from plait.nn import AttnInputs, make_attn_mask, normal_init
 
 PAD = "<pad>"
 N_COLOURS = 6  # plait.data.scenes.COLOURS; colour 0 is the background / an empty region
+_WORD = re.compile(r"[a-z]+|,")
+
+
+def split_words(prompt: str) -> list[str]:
+    """A prompt's words, lower-cased; a final full stop and other punctuation dropped."""
+    return _WORD.findall(prompt.lower())
+
+
+def prompt_ids(prompt: str, words: tuple[str, ...], max_words: int) -> list[int]:
+    """The prompt's word ids (``words`` a model's vocabulary), or a ``ValueError`` naming what
+    is wrong: no words, words the model never saw, too many words."""
+    said = split_words(prompt)
+    if not said:
+        raise ValueError(f"the prompt {prompt!r} has no words: describe one or two shapes, e.g."
+                         " 'a red circle left of a blue square'")
+    index = {w: i for i, w in enumerate(words)}
+    unknown = sorted({w for w in said if w not in index})
+    if unknown:
+        raise ValueError(f"the model never saw the word(s) {', '.join(map(repr, unknown))} in a"
+                         f" prompt; it knows: {' '.join(w for w in words if w != PAD)}")
+    if len(said) > max_words:
+        raise ValueError(f"the prompt has {len(said)} words; the model reads at most"
+                         f" {max_words}")
+    return [index[w] for w in said]
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,7 @@ class ImagineConfig(TransformerConfig):
     words: tuple[str, ...] = (PAD,)
     max_words: int = 24
     masks: tuple[int, ...] = (0xFFFF,)
+    palette: tuple[tuple[int, int, int], ...] = ()  # RGB of colour 0 (background) .. 6
     block: int = 4
     size: int = 48
     plan_grid: int = 3
@@ -80,6 +106,10 @@ class ImagineConfig(TransformerConfig):
         if self.size % self.block:
             raise ValueError(f"model.size ({self.size}) must be a multiple of model.block"
                              f" ({self.block})")
+        if self.palette and (len(self.palette) != N_COLOURS + 1 or any(
+                len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb) for rgb in self.palette)):
+            raise ValueError(f"model.palette must be {N_COLOURS + 1} RGB colours, background"
+                             " first")
         limit = 1 << (self.block * self.block)
         if not self.masks or not all(0 < m < limit for m in self.masks):
             raise ValueError(f"model.masks must be non-empty {self.block * self.block}-bit masks")
@@ -168,6 +198,33 @@ class Imagine(nn.Module):
         self.col = nn.Embedding(c.grid, d)
         self.transformer = build_stack(c)
         self.apply(normal_init)
+        bits = torch.arange(c.block * c.block)
+        self.register_buffer("mask_bits", (torch.tensor(c.masks)[:, None] >> bits) & 1 == 1,
+                             persistent=False)  # (K, block * block)
+
+    # -- prompts in, pictures out ------------------------------------------------------------
+    def word_ids(self, prompts: list[str]) -> Tensor:
+        """Prompts -> (B, max_words) ids, left-padded (the last word always at one place)."""
+        c = self.config
+        rows = [prompt_ids(t, c.words, c.max_words) for t in prompts]
+        return torch.tensor([[0] * (c.max_words - len(r)) + r for r in rows],
+                            device=self.start.device)
+
+    def decode(self, tokens: Tensor) -> Tensor:
+        """(B, n_tokens) tokens -> (B, size, size) palette indices."""
+        c = self.config
+        colour, mask = self.squares.split(tokens)
+        on = self.mask_bits[mask.clamp(max=len(c.masks) - 1)] & (colour > 0)[..., None]
+        squares = on.long() * colour[..., None]  # (B, n, b * b)
+        g, b = c.grid, c.block
+        return squares.view(-1, g, g, b, b).transpose(2, 3).reshape(-1, c.size, c.size)
+
+    def to_rgb(self, indices: Tensor) -> Tensor:
+        """(..., H, W) palette indices -> (..., H, W, 3) uint8 in the model's palette."""
+        if not self.config.palette:
+            raise ValueError("this imagine model has no palette in its config")
+        return torch.tensor(self.config.palette, dtype=torch.uint8,
+                            device=indices.device)[indices]
 
     # -- the sequence: the prompt, the start, the plan's regions, the squares ----------------
     def embed_slots(self, values: Tensor, first: int) -> Tensor:
@@ -216,8 +273,13 @@ class Imagine(nn.Module):
         return h[:, :c.n_plan], h[:, c.n_plan:]
 
     # -- training --------------------------------------------------------------------------------
-    def forward(self, word_ids: Tensor, plan: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits of each plan token and each square, given the words and what comes before."""
+    def forward(self, word_ids: Tensor, plan: Tensor, tokens: Tensor,
+                return_loss: bool = False) -> tuple[Tensor, Tensor] | Tensor:
+        """Logits of each plan token and each square, given the words and what comes before;
+        with ``return_loss`` the mean cross-entropy instead (:meth:`loss`, through ``__call__``
+        so a DDP wrapper sees it)."""
+        if return_loss:
+            return self.loss(word_ids, plan, tokens)
         h_plan, h = self.hidden(word_ids, plan, tokens)
         return self.plan.logits(h_plan), self.squares.logits(h)
 

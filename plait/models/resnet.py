@@ -41,6 +41,22 @@ class ResNetConfig(Config):
         """Width of the pooled feature vector."""
         return self.widths[-1]
 
+    def feature_shape(self, image_size: int, layer: int = -1) -> tuple[int, int]:
+        """(side, channels) of the map after block ``layer`` (0: the stem; -1: the last block)
+        for ``image_size`` pictures: each stride-2 convolution (padding 1) takes the side to
+        ceil(side / 2)."""
+        strides = [1 if i == 0 or j else 2 for i, d in enumerate(self.depths) for j in range(d)]
+        widths = [w for w, d in zip(self.widths, self.depths, strict=True) for _ in range(d)]
+        n = len(strides)
+        k = layer if layer >= 0 else n + 1 + layer
+        if not 0 <= k <= n:
+            raise ValueError(f"feature layer {layer} out of range for {n} blocks"
+                             f" (0..{n} or -{n + 1}..-1)")
+        side = -(-image_size // self.stem_stride)
+        for s in strides[:k]:
+            side = -(-side // s)
+        return side, ([self.widths[0], *widths])[k]
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs with a residual; the first conv carries the stride."""
@@ -89,8 +105,24 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, pixels: Tensor) -> Tensor:
+        self._check(pixels)
+        x = self.blocks(self.stem(pixels))  # (B, C, H', W')
+        return self.head(self.pool(x).flatten(1))  # (B, C) or (B, num_classes)
+
+    def features(self, pixels: Tensor, layer: int = -1) -> Tensor:
+        """The map after block ``layer`` (0: the stem, -1: the last block) as (B, H' W', C)
+        tokens in reading order, as a ViT's patch states (a fusion or VLM model reads either).
+        Blocks past ``layer`` do not run."""
+        self._check(pixels)
+        n = len(self.blocks)
+        k = layer if layer >= 0 else n + 1 + layer
+        if not 0 <= k <= n:
+            raise ValueError(f"feature layer {layer} out of range for {n} blocks"
+                             f" (0..{n} or -{n + 1}..-1)")
+        x = self.blocks[:k](self.stem(pixels))
+        return x.flatten(2).transpose(1, 2)
+
+    def _check(self, pixels: Tensor) -> None:
         if pixels.dim() != 4 or pixels.shape[1] != self.config.in_channels:
             raise ValueError(f"ResNet expects pixels (B, {self.config.in_channels}, H, W), got"
                              f" shape {tuple(pixels.shape)}")
-        x = self.blocks(self.stem(pixels))  # (B, C, H', W')
-        return self.head(self.pool(x).flatten(1))  # (B, C) or (B, num_classes)

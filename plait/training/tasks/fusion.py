@@ -115,8 +115,10 @@ class FusionTask(Task):
     # -- the model ------------------------------------------------------------------------------
     def model_config(self, config: Config) -> Config:
         c = self.data
+        vit = config.vision.get("kind", "vit") == "vit"
         config = config.replace(
-            vision={**config.vision, "image_size": c.image_size},
+            vision={**config.vision, **({"image_size": c.image_size} if vit else {})},
+            image_size=c.image_size,
             audio={**config.audio, "n_mels": c.n_mels, "n_frames": c.n_frames},
             vocab_size=self.tokenizer.vocab_size, pad_token_id=self.tokenizer.pad_token_id,
             labels=ANSWERS, aux=aux_heads(config.modalities) if c.aux_weight > 0 else {})
@@ -130,9 +132,12 @@ class FusionTask(Task):
 
         tower = getattr(source, "vision", source)
         if not hasattr(tower, "features"):
-            raise ValueError(f"train.init_from {where}: a {type(source).__name__} has no ViT"
-                             " image tower to read pictures with")
-        model = Fusion(self.model_config(config.replace(vision=tower.config.to_dict())))
+            raise ValueError(f"train.init_from {where}: a {type(source).__name__} has no ViT or"
+                             " ResNet image tower to read pictures with")
+        from plait.models.resnet import ResNet
+
+        kind = {"kind": "resnet"} if isinstance(tower, ResNet) else {}
+        model = Fusion(self.model_config(config.replace(vision=kind | tower.config.to_dict())))
         if "image" in model.config.modalities:
             model.vision.load_state_dict(tower.state_dict())
         if self.dist.is_main:

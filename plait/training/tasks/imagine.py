@@ -9,7 +9,8 @@ and one of its descriptions as the prompt; a ``data.uncond`` share of rows loses
 prompts of the ``heldout`` and ``heldout-pair`` splits (``data.temperature``, ``data.top_k``,
 ``data.guidance``, one seeded generator) and reports the share that pass the pixel check, and,
 when a CLIP judge is at hand (``data.judge``, or the recipe's ``clip`` stage), the judge's
-recall@1 of the prompt from each drawn picture beside the same for the real pictures.
+recall@1 of the prompt from each drawn picture among the split's prompts, beside the same for
+the real pictures (the judge's own ceiling).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from torch import Tensor
 
 from plait.config import Config, require_fraction
 from plait.data import imagine as prompts
-from plait.data.palette import BlockCodebook, to_rgb
+from plait.data.palette import PALETTE, BlockCodebook, to_rgb
 from plait.data.scenes import KINDS, Shape
-from plait.models.imagine import PAD
+from plait.models.imagine import PAD, prompt_ids
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.tasks import Batch, Task
@@ -45,9 +46,9 @@ class ImagineData(Config):
     batch_size: int = 32
     uncond: float = 0.1  # share of rows trained without their prompt
     n_eval: int = 200  # prompts of each held-out split drawn at the end
-    temperature: float = 1.0  # how the evaluation samples (plait imagine's defaults too)
+    temperature: float = 0.6  # how the evaluation samples (plait imagine's defaults too)
     top_k: int = 0
-    guidance: float = 1.0
+    guidance: float = 1.5
     judge: str = ""  # a CLIP folder; "" = the recipe's clip stage, when there is one
     seed: int = 0
 
@@ -57,6 +58,9 @@ class ImagineData(Config):
             raise ValueError("data.image_size, block, codebook_size, codebook_pictures,"
                              " max_shapes, batch_size and n_eval must be > 0")
         require_fraction(self, "uncond")
+        if self.max_shapes > 3:
+            raise ValueError(f"data.max_shapes must be 1..3 (the prompts describe at most"
+                             f" three shapes), got {self.max_shapes}")
         if self.temperature < 0 or self.top_k < 0 or self.guidance < 0:
             raise ValueError("data.temperature, top_k and guidance must be >= 0")
 
@@ -75,27 +79,15 @@ def mask_ints(codebook: BlockCodebook) -> tuple[int, ...]:
     return tuple(int((m.astype(object) * weights).sum()) for m in codebook.masks)
 
 
-def codebook_of(config) -> BlockCodebook:
-    """The codebook an Imagine model's config carries."""
-    bits = config.block * config.block
-    masks = np.array([[(m >> i) & 1 for i in range(bits)] for m in config.masks], dtype=bool)
-    return BlockCodebook(masks, config.block, config.size)
-
-
-def word_ids(texts: list[str], words: tuple[str, ...], max_words: int) -> Tensor:
-    """Prompts -> (B, max_words) ids, left-padded (the last word always at the same place)."""
-    rows = [prompts.encode_prompt(t, words, max_words) for t in texts]
-    return torch.tensor([[0] * (max_words - len(r)) + r for r in rows])
-
-
 class ImagineTask(Task):
     """Prompt -> picture tokens; the evaluation draws pictures and judges them."""
 
     name = "imagine"
     data_config = ImagineData
     units = {"loss": "nats/token", "pixel_heldout": "fraction",
-             "pixel_heldout_pair": "fraction", "clip_r1": "recall",
-             "clip_r1_real": "recall"}
+             "pixel_heldout_pair": "fraction",
+             **{f"clip_r1_{s}{r}": "recall" for s in ("heldout", "heldout_pair")
+                for r in ("", "_real")}}
 
     def __init__(self, data: ImagineData, train: TrainConfig, d: Dist):
         super().__init__(data, train, d)
@@ -112,6 +104,7 @@ class ImagineTask(Task):
                              f" in a 3 x 3 grid), got {config.plan_grid}")
         self.max_words, self.plan_grid = config.max_words, config.plan_grid
         return config.replace(words=self.words, masks=mask_ints(self.codebook),
+                              palette=tuple(tuple(rgb) for rgb in PALETTE.tolist()),
                               block=c.block, size=c.image_size, kinds=len(KINDS))
 
     def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
@@ -140,7 +133,7 @@ class ImagineTask(Task):
     def batch(self, rows: list[tuple[list[Shape], str]]) -> Batch:
         size, L = self.data.image_size, self.max_words
         tokens = np.stack([self.codebook.encode(prompts.picture(s, size)) for s, _ in rows])
-        ids = [prompts.encode_prompt(p, self.words, L) if p else [] for _, p in rows]
+        ids = [prompt_ids(p, self.words, L) if p else [] for _, p in rows]
         word = torch.tensor([[0] * (L - len(r)) + r for r in ids])
         plan = torch.tensor([prompts.plan(s, self.plan_grid) for s, _ in rows])
         return {"word_ids": word, "plan": plan, "tokens": torch.from_numpy(tokens)}
@@ -149,7 +142,7 @@ class ImagineTask(Task):
         return self.batch(self.rows(step, micro))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return unwrap(model).loss(batch["word_ids"], batch["plan"], batch["tokens"])
+        return model(batch["word_ids"], batch["plan"], batch["tokens"], return_loss=True)
 
     def count(self, batch: Batch) -> int:
         return batch["tokens"].numel()
@@ -170,22 +163,24 @@ class ImagineTask(Task):
         self.max_words, self.plan_grid = m.config.max_words, m.config.plan_grid
         n = self.data.n_eval if max_batches is None else min(self.data.n_eval, 32)
         out: dict[str, float] = {}
-        losses, drawn, real, texts = [], [], [], []
+        losses, judged = [], {}
         for split in ("heldout", "heldout-pair"):
             rows = self.heldout(split, n)
             batch = to_device(self.batch(rows), device)
             losses.append(float(m.loss(batch["word_ids"], batch["plan"], batch["tokens"])))
-            pictures = draw(m, [p for _, p in rows], self.data, device)
-            ok = [prompts.check(pic, p) for pic, (_, p) in zip(pictures, rows, strict=True)]
-            out[f"pixel_{split.replace('-', '_')}"] = sum(ok) / len(ok)
-            drawn += pictures
-            real += [prompts.picture(s, self.data.image_size) for s, _ in rows]
-            texts += [p for _, p in rows]
+            texts = [p for _, p in rows]
+            pictures = draw(m, texts, self.data, device)
+            ok = [prompts.check(pic, p) for pic, p in zip(pictures, texts, strict=True)]
+            name = split.replace("-", "_")
+            out[f"pixel_{name}"] = sum(ok) / len(ok)
+            real = [prompts.picture(s, self.data.image_size) for s, _ in rows]
+            judged[name] = pictures, real, texts
         out = {"loss": sum(losses) / len(losses), **out}
         judge = self.judge()
         if judge is not None:
-            out["clip_r1"] = clip_recall(judge, drawn, texts)
-            out["clip_r1_real"] = clip_recall(judge, real, texts)
+            for name, (pictures, real, texts) in judged.items():
+                out[f"clip_r1_{name}"] = clip_recall(judge, pictures, texts)
+                out[f"clip_r1_{name}_real"] = clip_recall(judge, real, texts)
         return out
 
     def judge(self):
@@ -218,15 +213,13 @@ def draw(model, texts: list[str], data: ImagineData, device: torch.device,
          chunk: int = 100) -> list[np.ndarray]:
     """Palette pictures the model draws for ``texts`` with ``data``'s sampling settings, one
     generator seeded by ``data.seed``."""
-    c = model.config
-    codebook = codebook_of(c)
     gen = torch.Generator(device=device).manual_seed(data.seed)
     out = []
     for k in range(0, len(texts), chunk):
-        ids = word_ids(texts[k:k + chunk], c.words, c.max_words).to(device)
-        tokens = model.sample(ids, temperature=data.temperature, top_k=data.top_k,
+        tokens = model.sample(model.word_ids(texts[k:k + chunk]),
+                              temperature=data.temperature, top_k=data.top_k,
                               guidance=data.guidance, generator=gen)
-        out += [codebook.decode(t) for t in tokens.cpu().numpy()]
+        out += list(model.decode(tokens).cpu().numpy().astype(np.uint8))
     return out
 
 
