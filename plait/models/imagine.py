@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from plait.generation import processors
 from plait.models.base import TransformerConfig, build_stack
 from plait.nn import AttnInputs, make_attn_mask, normal_init
 
@@ -329,15 +330,14 @@ class Imagine(nn.Module):
 
 def pick(logits: Tensor, temperature: float, top_k: int,
          generator: torch.Generator | None) -> Tensor:
-    """(B, V) logits -> (B,) tokens: argmax at temperature 0, else a draw."""
+    """(B, V) logits -> (B,) tokens: argmax at temperature 0, else a draw after the same
+    temperature and top-k warpers as text generation (:mod:`plait.generation.processors`)."""
     if temperature == 0:
         return logits.argmax(-1)
-    logits = logits / temperature
+    logits = processors.temperature(logits, t=temperature)
     if top_k:
-        kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+        logits = processors.top_k(logits, k=top_k)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
 __all__ = ["PAD", "Imagine", "ImagineConfig", "pick"]
