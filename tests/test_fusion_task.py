@@ -94,6 +94,7 @@ def test_ask_with_a_picture_a_recording_and_a_question(runs, tmp_path, capsys):
     picture, word, question = files(tmp_path)
     run = str(runs / "cross-attention")
     for args in ([str(picture), question, "--audio", str(word)],
+                 [str(picture), "--audio", str(word), question],  # as docs/fusion.md writes it
                  [str(picture), question],  # a set mode: the recording may be left out
                  [question, "--audio", str(word)],
                  [str(picture), "--audio", str(word)]):

@@ -74,6 +74,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # import only the subcommand being run
@@ -83,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plait: error: unknown command '{argv[0]}' (commands: {known})", file=sys.stderr)
         return 2
     parser = build_parser(only)
-    args, extra = parser.parse_known_args(argv)
+    if only is not None and getattr(COMMANDS.module(only), "INTERMIXED", False):
+        # options between positionals (`ask IMAGE --audio W QUESTION`): the subcommand's own
+        # parser reads them intermixed (argparse cannot through the subparsers action)
+        args, extra = _subparser(parser, only).parse_known_intermixed_args(argv[1:])
+        args.command = only
+    else:
+        args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
