@@ -158,5 +158,8 @@ def test_build_writes_a_folder_and_reuses_it(espeak, tmp_path):
     stamp = (tmp_path / "train.bin").stat().st_mtime_ns
     assert S.build_speech(tmp_path, 12, 4, seed=5, log=log.append) == meta
     assert "already holds" in log[-1] and (tmp_path / "train.bin").stat().st_mtime_ns == stamp
+    heard: list[str] = []
+    assert S.build_speech(tmp_path, 12, 4, seed=5, log=heard.append, quiet_when_cached=True) \
+        == meta and heard == []
     S.build_speech(tmp_path, 13, 4, seed=5, log=log.append)  # another spec: built again
     assert len(S.SpeechSplit(tmp_path, "train")) == 13

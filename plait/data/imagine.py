@@ -22,7 +22,6 @@ along an edge are one region (``tests/test_imagine.py``).
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 
 import numpy as np
@@ -44,7 +43,6 @@ from plait.data.scenes import (
 SPLITS = ("train", "heldout", "heldout-pair")
 MIN_PIXELS = 8  # a region's core smaller than this is a speck, not a shape
 RELATION_WORDS = ("left", "right", "of", "above", "below", "and")
-_WORD = re.compile(r"[a-z]+|,")
 
 
 def vocabulary() -> tuple[str, ...]:
@@ -52,7 +50,7 @@ def vocabulary() -> tuple[str, ...]:
     relations, the training templates' words and the comma), sorted."""
     words = {"a", "an", ",", *COLOURS, *KINDS, *SIZES, *RELATION_WORDS}
     for template in TRAIN_TEMPLATES:
-        words.update(_WORD.findall(template.format("")))
+        words.update(template.format("").split())
     return tuple(sorted(words))
 
 

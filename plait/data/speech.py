@@ -258,7 +258,8 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
 def build_speech(out_dir: str | Path, n_train: int, n_heldout: int, seed: int = 0,
                  workers: int = 2, log: Callable[[str], None] = print,
                  grammar: str = "phrases",
-                 make: Callable[[int, Split, int], list[Utterance]] | None = None) -> dict:
+                 make: Callable[[int, Split, int], list[Utterance]] | None = None,
+                 quiet_when_cached: bool = False) -> dict:
     """Synthesise the first ``n_train`` training and ``n_heldout`` held-out utterances of
     ``seed`` into ``out_dir``, unless it holds exactly them already; returns ``meta.json``.
 
@@ -269,6 +270,8 @@ def build_speech(out_dir: str | Path, n_train: int, n_heldout: int, seed: int = 
     and the duration statistics. ``workers`` espeak-ng processes run at once. ``make(n,
     split, seed)`` lists the utterances (default :func:`utterances`, this module's phrases);
     another list needs another ``grammar`` name, which the cache is keyed by.
+    ``quiet_when_cached``: a folder already built goes without a word (``log`` hears only
+    builds).
     """
     if n_train < 0 or n_heldout < 0 or workers < 1:
         raise ValueError(f"need n_train, n_heldout >= 0 and workers >= 1, got {n_train}, "
@@ -279,7 +282,9 @@ def build_speech(out_dir: str | Path, n_train: int, n_heldout: int, seed: int = 
         spec["grammar"] = grammar
     cached = _cached_meta(out, spec)
     if cached is not None:
-        log(f"speech: {out} already holds {n_train} + {n_heldout} utterances of seed {seed}")
+        if not quiet_when_cached:
+            log(f"speech: {out} already holds {n_train} + {n_heldout} utterances of seed"
+                f" {seed}")
         return cached
     check_speakers()
     (out / META_FILE).unlink(missing_ok=True)  # a half-rebuilt folder must not look cached

@@ -68,13 +68,12 @@ class Artist:
         """``num`` pictures for ``prompt`` as (size, size) palette indices."""
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}")
-        row = self.model.word_ids([prompt])
-        gen = torch.Generator(device=row.device).manual_seed(seed)
+        gen = torch.Generator(device=self.model.start.device).manual_seed(seed)
         settings = {**self.defaults, **{k: v for k, v in sampling.items() if v is not None}}
-        tokens = self.model.sample(row.expand(num, -1), temperature=settings["temperature"],
-                                   top_k=int(settings["top_k"]),
-                                   guidance=settings["guidance"], generator=gen)
-        return list(self.model.decode(tokens).cpu().numpy().astype(np.uint8))
+        drawn = self.model.draw([prompt] * num, temperature=settings["temperature"],
+                                top_k=int(settings["top_k"]), guidance=settings["guidance"],
+                                generator=gen)
+        return list(drawn.cpu().numpy().astype(np.uint8))
 
     def draw(self, prompt: str, num: int = 1, seed: int = 0,
              **sampling: float) -> list[Image.Image]:

@@ -58,6 +58,17 @@ class TransformerConfig(Config):
         require_fraction(self, "dropout")
 
 
+def block_index(layer: int, n: int) -> int:
+    """A feature layer as a count of blocks run: ``0..n``, or ``-1`` for all ``n`` (the last
+    block's output), ``-2`` for all but the last, ... (Hugging Face's ``hidden_states[layer]``
+    with the embeddings at 0). Out of range: a ValueError naming both."""
+    k = layer if layer >= 0 else n + 1 + layer
+    if not 0 <= k <= n:
+        raise ValueError(f"feature layer {layer} out of range for {n} blocks"
+                         f" (0..{n} or -{n + 1}..-1)")
+    return k
+
+
 def complete_tables(config: Config, tables: Iterable[tuple[str, type[Config]]]) -> None:
     """Validate a config's nested tables (``vision``, ``text``, ...: dicts of another config's
     keys) and store them complete, defaults filled in and command-line strings coerced, so

@@ -38,17 +38,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from plait.config import ConfigError
 from plait.models.base import TransformerConfig, build_stack, complete_tables
-from plait.models.resnet import ResNet, ResNetConfig
-from plait.models.vit import ViT, ViTConfig
+from plait.models.clip import VISION_TOWERS, tower_classes, tower_config
+from plait.models.resnet import ResNetConfig
+from plait.models.vit import ViTConfig
 from plait.models.vlm import pixel_shuffle
 from plait.models.whisper import ConvStem
 from plait.nn import AttnInputs, make_attn_mask, whisper_sinusoids
 
 MODALITIES = ("text", "image", "audio")
 MODES = ("add", "concat", "gated", "gmu", "cross-attention")
-VISION_KINDS = {"vit": ViTConfig, "resnet": ResNetConfig}  # the image tower's kinds
 
 
 @dataclass(frozen=True)
@@ -134,17 +133,8 @@ class FusionConfig(TransformerConfig):
         object.__setattr__(self, "modalities",
                            tuple(m for m in MODALITIES if m in self.modalities))
         complete_tables(self, (("audio", AudioEncoderConfig),))
-        table = dict(self.vision)
-        kind = table.pop("kind", "vit")
-        if kind not in VISION_KINDS:
-            raise ValueError(f"model.vision.kind must be one of {', '.join(VISION_KINDS)}, got"
-                             f" {kind!r}")
-        try:
-            tower = VISION_KINDS[kind].from_dict(table, where="model.vision")
-        except ConfigError:
-            raise
-        except ValueError as e:
-            raise ValueError(f"model.vision: {e}") from None
+        kind = self.vision.get("kind", "vit")  # a ViT's table keeps no kind (older folders)
+        tower = tower_config(VISION_TOWERS, self.vision, "vit", "model.vision")
         object.__setattr__(self, "vision", ({"kind": kind} if kind != "vit" else {})
                            | tower.to_dict())
         if len(set(self.labels)) != len(self.labels) or not self.labels:
@@ -156,8 +146,7 @@ class FusionConfig(TransformerConfig):
 
     @property
     def vision_config(self) -> ViTConfig | ResNetConfig:
-        table = dict(self.vision)
-        return VISION_KINDS[table.pop("kind", "vit")].from_dict(table)
+        return tower_config(VISION_TOWERS, self.vision, "vit", "model.vision")
 
     @property
     def image_grid(self) -> tuple[int, int]:
@@ -189,7 +178,8 @@ class Fusion(nn.Module):
             self.text = build_stack(c)
         if "image" in mods:
             v = c.vision_config
-            self.vision = ViT(v) if isinstance(v, ViTConfig) else ResNet(v)
+            self.vision = tower_classes(VISION_TOWERS, c.vision.get("kind", "vit"),
+                                        "model.vision")[1](v)
             r, (side, width) = c.pixel_shuffle, c.image_grid
             self.image_proj = nn.Linear(r * r * width, d)
             self.image_pos = nn.Parameter(0.02 * torch.randn(1, (side // r) ** 2, d))

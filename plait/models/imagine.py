@@ -220,6 +220,12 @@ class Imagine(nn.Module):
         g, b = c.grid, c.block
         return squares.view(-1, g, g, b, b).transpose(2, 3).reshape(-1, c.size, c.size)
 
+    @torch.no_grad()
+    def draw(self, prompts: list[str], **sampling) -> Tensor:
+        """Prompts -> (B, size, size) palette indices: :meth:`sample` (its keywords:
+        temperature, top_k, guidance, generator), then :meth:`decode`."""
+        return self.decode(self.sample(self.word_ids(prompts), **sampling))
+
     def to_rgb(self, indices: Tensor) -> Tensor:
         """(..., H, W) palette indices -> (..., H, W, 3) uint8 in the model's palette."""
         if not self.config.palette:

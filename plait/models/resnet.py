@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from plait.config import Config
+from plait.models.base import block_index
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,7 @@ class ResNetConfig(Config):
         strides = [1 if i == 0 or j else 2 for i, d in enumerate(self.depths) for j in range(d)]
         widths = [w for w, d in zip(self.widths, self.depths, strict=True) for _ in range(d)]
         n = len(strides)
-        k = layer if layer >= 0 else n + 1 + layer
-        if not 0 <= k <= n:
-            raise ValueError(f"feature layer {layer} out of range for {n} blocks"
-                             f" (0..{n} or -{n + 1}..-1)")
+        k = block_index(layer, n)
         side = -(-image_size // self.stem_stride)
         for s in strides[:k]:
             side = -(-side // s)
@@ -115,10 +113,7 @@ class ResNet(nn.Module):
         Blocks past ``layer`` do not run."""
         self._check(pixels)
         n = len(self.blocks)
-        k = layer if layer >= 0 else n + 1 + layer
-        if not 0 <= k <= n:
-            raise ValueError(f"feature layer {layer} out of range for {n} blocks"
-                             f" (0..{n} or -{n + 1}..-1)")
+        k = block_index(layer, n)
         x = self.blocks[:k](self.stem(pixels))
         return x.flatten(2).transpose(1, 2)
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from plait.config import require_positive
-from plait.models.base import TransformerConfig, build_stack
+from plait.models.base import TransformerConfig, block_index, build_stack
 from plait.nn import AttnInputs, sincos_2d
 
 
@@ -122,10 +122,7 @@ class ViT(nn.Module):
         ``hidden_states[layer]`` (0 the embeddings, -1 the last block, -2 the one before, which
         LLaVA reads). Blocks past ``layer`` do not run."""
         n = len(self.encoder.blocks)
-        k = layer if layer >= 0 else n + 1 + layer
-        if not 0 <= k <= n:
-            raise ValueError(f"feature layer {layer} out of range for {n} blocks"
-                             f" (0..{n} or -{n + 1}..-1)")
+        k = block_index(layer, n)
         self._check(pixel_values)
         x, ctx = self.embed(pixel_values), AttnInputs()
         for block in self.encoder.blocks[:k]:

@@ -164,7 +164,8 @@ class FusionTask(Task):
             counts = (n, 0) if split == "train" else (0, n)
             if self.dist.is_main:
                 speech.build_speech(folder, *counts, seed=c.seed, workers=c.workers,
-                                    grammar="fusion-words", make=_words, log=_building)
+                                    grammar="fusion-words", make=_words, quiet_when_cached=True,
+                                    log=lambda m: print(m, flush=True))
             distributed.all_gather(None, self.dist)  # the others wait for rank 0's build
             _, feats = cached_features(folder, split, c.n_frames * HOP_LENGTH, c.n_mels)
             self._features[split] = feats
@@ -255,12 +256,6 @@ class FusionTask(Task):
 
     def files(self) -> list[Path]:
         return [self.data_dir / "tokenizer.json", self.data_dir / "preprocessor_config.json"]
-
-
-def _building(message: str) -> None:
-    """Say what is built; a cached build goes without a word (``plait eval`` prints one row)."""
-    if "already holds" not in message:
-        print(message, flush=True)
 
 
 def _inputs(batch: Batch) -> Batch:

@@ -216,10 +216,9 @@ def draw(model, texts: list[str], data: ImagineData, device: torch.device,
     gen = torch.Generator(device=device).manual_seed(data.seed)
     out = []
     for k in range(0, len(texts), chunk):
-        tokens = model.sample(model.word_ids(texts[k:k + chunk]),
-                              temperature=data.temperature, top_k=data.top_k,
-                              guidance=data.guidance, generator=gen)
-        out += list(model.decode(tokens).cpu().numpy().astype(np.uint8))
+        drawn = model.draw(texts[k:k + chunk], temperature=data.temperature, top_k=data.top_k,
+                           guidance=data.guidance, generator=gen)
+        out += list(drawn.cpu().numpy().astype(np.uint8))
     return out
 
 
