@@ -25,16 +25,20 @@ $(STAMP): pyproject.toml $(LOCK)
 	touch $(STAMP)
 
 # System packages beyond python3-venv and make: espeak-ng synthesises the speech dataset
-# (plait/data/speech.py). Silent when present; installed with apt-get when missing and run as
-# root (CI, containers); otherwise one line says what to install, and the speech tests fail.
+# (plait/data/speech.py); chromium runs the web playground's browser test (tests/test_browser.py,
+# driven by Playwright). Silent when present; installed with apt-get when missing and run as
+# root (CI, containers); otherwise one line says what to install, and those tests fail.
+SYSTEM_PKGS := espeak-ng chromium
 system-deps:
-	@command -v espeak-ng >/dev/null || { \
+	@missing=""; for p in $(SYSTEM_PKGS); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing espeak-ng (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "espeak-ng is missing: install it (e.g. sudo apt-get install espeak-ng) for the speech data"; \
-	  fi; }
+	    echo "missing system packages:$$missing; install them (e.g. sudo apt-get install$$missing)"; \
+	  fi; \
+	fi
 
 demo: system-deps $(STAMP)
 	$(BIN)/python -m plait.demo
