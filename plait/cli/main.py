@@ -34,6 +34,7 @@ COMMANDS = Registry("command", {
     "ask": "plait.cli.ask:run",
     "transcribe": "plait.cli.transcribe:run",
     "imagine": "plait.cli.imagine:run",
+    "serve": "plait.cli.serve:run",
 })
 
 # exceptions that mean "the user gave us something wrong", not "plait has a bug"

@@ -124,6 +124,16 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
+    @classmethod
+    def over(cls, k: Tensor, v: Tensor) -> KVCache:
+        """A cache writing into ``k`` and ``v`` (B, nkv, max_len, hs) as given: views into a
+        larger store shared by several sequences (``plait.serving``'s batching)."""
+        cache = cls.__new__(cls)
+        nn.Module.__init__(cache)
+        cache.register_buffer("k", k, persistent=False)
+        cache.register_buffer("v", v, persistent=False)
+        return cache
+
     @property
     def max_len(self) -> int:
         return self.k.shape[2]
