@@ -8,11 +8,11 @@ batch is never drained to let newcomers in (continuous batching, Yu et al. 2022,
 
 The rows share one KV store per layer, ``(rows, kv_heads, width, head_dim)``, written through
 the model's own caches (the decoding protocol's ``prefill`` / ``step``; :class:`Slots`). Rows
-are **right-aligned**: every row's latest token sits in the same column ``P``, so one
-``step(tokens, mask, P)`` serves all; a row that started later simply has more masked
+are **right-aligned**: every row's latest token sits in the same column ``col``, so one
+``step(tokens, mask, col)`` serves all; a row that started later simply has more masked
 columns on its left. Positions come from the mask (``cumsum``, as for left padding), so a
 row's numbers are those it would get alone. A newcomer's prompt is prefilled alone (its own
-numbers exactly, batch 1) and copied in so that it ends at column ``P``; when ``P`` reaches
+numbers exactly, batch 1) and copied in so that it ends at column ``col``; when ``col`` reaches
 the width, every row is shifted left by the columns no row uses any more. A job is admitted
 only if prompt + ``max_tokens`` fits the width, so a shift always frees a column.
 

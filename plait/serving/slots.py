@@ -3,13 +3,13 @@
 Every self-attention layer of the model keeps its keys and values in a
 :class:`plait.nn.KVCache`. Here each layer's cache is pointed at the first ``n`` rows of one
 store ``(rows, kv_heads, width, head_dim)`` (views, so the model writes straight into it), and
-one mask ``(rows, width)`` says which columns of a row hold its tokens. Column ``P`` is where
-every row's next token goes: a row's tokens occupy ``[start, P)``.
+one mask ``(rows, width)`` says which columns of a row hold its tokens. Column ``col`` is where
+every row's next token goes: a row's tokens occupy ``[start, col)``.
 
 - ``prefill``: a new prompt runs alone into a scratch cache of its own length (the exact
-  numbers of a batch-1 prefill), then is copied into row ``n`` so that it ends at ``P``
-  (everyone first moves right when the prompt is longer than ``P``);
-- ``step``: one token per row at column ``P``; when ``P`` has reached the width, every row
+  numbers of a batch-1 prefill), then is copied into row ``n`` so that it ends at ``col``
+  (everyone first moves right when the prompt is longer than ``col``);
+- ``step``: one token per row at column ``col``; when ``col`` has reached the width, every row
   first moves left by the columns no row uses;
 - ``remove``: the last row takes the freed row's place, so rows ``[0, n)`` stay dense.
 """
@@ -43,7 +43,7 @@ class Slots:
         self.device = self.k[0].device
         self.mask = torch.zeros(rows, width, dtype=torch.long, device=self.device)
         self.start: list[int] = []  # each row's first column
-        self.P = 0
+        self.col = 0
 
     @property
     def n(self) -> int:
@@ -55,36 +55,36 @@ class Slots:
 
     def prefill(self, ids: Tensor, inputs: dict[str, Any]) -> Tensor:
         """Run prompt ``ids`` (1, L) alone, place it as row ``n``; next-token logits (1, V)."""
-        L, n = ids.shape[1], self.n
-        if n >= self.rows or L > self.width:
-            raise ValueError(f"no room for a prompt of {L} tokens (rows {n}/{self.rows})")
-        scratch = [(torch.empty(1, k.shape[1], L, k.shape[3], dtype=k.dtype, device=k.device),
-                    torch.empty(1, v.shape[1], L, v.shape[3], dtype=v.dtype, device=v.device))
+        length, n = ids.shape[1], self.n
+        if n >= self.rows or length > self.width:
+            raise ValueError(f"no room for a prompt of {length} tokens (rows {n}/{self.rows})")
+        scratch = [(torch.empty(1, k.shape[1], length, k.shape[3], dtype=k.dtype, device=k.device),
+                    torch.empty(1, v.shape[1], length, v.shape[3], dtype=v.dtype, device=v.device))
                    for k, v in zip(self.k, self.v, strict=True)]
         for m, (k, v) in zip(self.layers, scratch, strict=True):
             m.kv_cache = KVCache.over(k, v)
         logits = self.model.prefill(ids, None, **inputs)
-        if L > self.P:
-            self._shift(L - self.P)
+        if length > self.col:
+            self._shift(length - self.col)
         for (k, v), K, V in zip(scratch, self.k, self.v, strict=True):
-            K[n, :, self.P - L:self.P] = k[0]
-            V[n, :, self.P - L:self.P] = v[0]
+            K[n, :, self.col - length:self.col] = k[0]
+            V[n, :, self.col - length:self.col] = v[0]
         self.mask[n].zero_()
-        self.mask[n, self.P - L:self.P] = 1
-        self.start.append(self.P - L)
+        self.mask[n, self.col - length:self.col] = 1
+        self.start.append(self.col - length)
         self._bind(n + 1)
         return logits
 
     def step(self, tokens: Tensor) -> Tensor:
-        """One token per row (n, 1) at column P; next-token logits (n, V)."""
+        """One token per row (n, 1) at column col; next-token logits (n, V)."""
         n = self.n
-        if self.P >= self.width:
+        if self.col >= self.width:
             self._shift(-min(self.start))
-        if self.P >= self.width:
+        if self.col >= self.width:
             raise RuntimeError("a row has outgrown the KV store (prompt + max_tokens > width)")
-        self.mask[:n, self.P] = 1
-        logits = self.model.step(tokens, self.mask[:n, :self.P + 1], self.P)
-        self.P += 1
+        self.mask[:n, self.col] = 1
+        logits = self.model.step(tokens, self.mask[:n, :self.col + 1], self.col)
+        self.col += 1
         return logits
 
     def remove(self, i: int) -> None:
@@ -92,27 +92,27 @@ class Slots:
         last = self.n - 1
         if i != last:
             for K, V in zip(self.k, self.v, strict=True):
-                K[i, :, :self.P] = K[last, :, :self.P]
-                V[i, :, :self.P] = V[last, :, :self.P]
+                K[i, :, :self.col] = K[last, :, :self.col]
+                V[i, :, :self.col] = V[last, :, :self.col]
             self.mask[i] = self.mask[last]
             self.start[i] = self.start[last]
         self.start.pop()
         self.mask[last].zero_()
         if not self.start:
-            self.P = 0
+            self.col = 0
         self._bind(self.n)
 
     def reset(self) -> None:
         self.start.clear()
         self.mask.zero_()
-        self.P = 0
+        self.col = 0
         self._bind(0)
 
     def _shift(self, d: int) -> None:
-        """Move every row's columns by ``d`` (right if > 0, left if < 0); P follows."""
-        n, P = self.n, self.P
+        """Move every row's columns by ``d`` (right if > 0, left if < 0); col follows."""
+        n, P = self.n, self.col
         if d == 0 or n == 0:
-            self.P = max(P + d, 0) if n else max(d, 0)
+            self.col = max(P + d, 0) if n else max(d, 0)
             return
         src, dst = (slice(0, P), slice(d, P + d)) if d > 0 else (slice(-d, P), slice(0, P + d))
         for t in (*self.k, *self.v):
@@ -123,7 +123,7 @@ class Slots:
         else:
             self.mask[:n, P + d:] = 0
         self.start = [s + d for s in self.start]
-        self.P = P + d
+        self.col = P + d
 
 
 __all__ = ["Slots"]
