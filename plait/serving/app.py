@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import time
@@ -222,8 +223,22 @@ async def _answer(request: Request, gen: Generator, body: Any, jobs: list, chat:
                          "usage": usage})
 
 
-async def _sse(handles: list[Handle], rid: str, created: int, model: str, chat: bool,
-               include_usage: bool, prompt_tokens: int) -> AsyncIterator[bytes]:
+async def _sse(handles: list[Handle], rid: str, created: int, model: str,
+               chat: bool, include_usage: bool, prompt_tokens: int) -> AsyncIterator[bytes]:
+    """The stream's frames. When the client goes away the server's ``send`` fails and this
+    generator is closed; closing cancels the jobs, whose rows the engine frees at once."""
+    try:
+        async with contextlib.aclosing(_frames(handles, rid, created, model, chat,
+                                               include_usage, prompt_tokens)) as frames:
+            async for frame in frames:
+                yield frame
+    finally:
+        for h in handles:
+            h.cancel()
+
+
+async def _frames(handles: list[Handle], rid: str, created: int, model: str, chat: bool,
+                  include_usage: bool, prompt_tokens: int) -> AsyncIterator[bytes]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": rid, "object": obj, "created": created, "model": model}
     extra = {"usage": None} if include_usage else {}
@@ -235,17 +250,20 @@ async def _sse(handles: list[Handle], rid: str, created: int, model: str, chat: 
     if chat:
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
                       "finish_reason": None, "logprobs": None} for i in range(len(handles))])
-    async for i, ev in _merged(handles):
-        if ev.finish == "error":
-            err = errors.body(500, f"generation failed: {ev.error}")
-            yield f"data: {json.dumps(err)}\n\n".encode()
-            return
-        piece = ({"delta": {"content": ev.text} if ev.text else {}} if chat
-                 else {"text": ev.text})
-        if ev.text or ev.finish is not None:
-            yield chunk([{"index": i, **piece, "finish_reason": ev.finish, "logprobs": None}])
-        if ev.finish is not None:
-            completion += ev.completion_tokens
+    async with contextlib.aclosing(_merged(handles)) as merged:
+        async for i, ev in merged:
+            if ev.finish == "cancelled":
+                return
+            if ev.finish == "error":
+                err = errors.body(500, f"generation failed: {ev.error}")
+                yield f"data: {json.dumps(err)}\n\n".encode()
+                return
+            piece = ({"delta": {"content": ev.text} if ev.text else {}} if chat
+                     else {"text": ev.text})
+            if ev.text or ev.finish is not None:
+                yield chunk([{"index": i, **piece, "finish_reason": ev.finish, "logprobs": None}])
+            if ev.finish is not None:
+                completion += ev.completion_tokens
     if include_usage:
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                  "total_tokens": prompt_tokens + completion}

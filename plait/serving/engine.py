@@ -60,7 +60,7 @@ class Event:
     """What a job's handle receives: text pieces, then one final event (``finish`` set)."""
 
     text: str = ""
-    finish: str | None = None  # "stop" | "length" | "error"
+    finish: str | None = None  # "stop" | "length" | "error" | "cancelled"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
@@ -134,6 +134,7 @@ class Engine:
         self._closed = False
         self._rows: list[_Row] = []
         self.steps = 0  # decoding steps run (one forward pass each), for tests and metrics
+        self.dropped = 0  # rows freed because their client went away
         self._thread = threading.Thread(target=self._run, name="plait-engine", daemon=True)
         self._thread.start()
 
@@ -197,6 +198,7 @@ class Engine:
                     return
                 job, handle = self._waiting.popleft()
             if handle.cancelled.is_set():
+                handle.emit(Event(finish="cancelled"))
                 continue
             ids = torch.tensor([job.ids], device=slots.device)
             logits = slots.prefill(ids, job.inputs)  # (1, V)
@@ -212,7 +214,9 @@ class Engine:
     def _step(self, slots: Slots) -> None:
         for i in range(len(self._rows) - 1, -1, -1):  # clients gone: free their rows first
             if self._rows[i].handle.cancelled.is_set():
+                self._rows[i].handle.emit(Event(finish="cancelled"))
                 self._drop(slots, i)
+                self.dropped += 1
         if not self._rows:
             return
         last = torch.tensor([[r.last] for r in self._rows], device=slots.device)
@@ -257,7 +261,11 @@ class Engine:
         finish = "stop" if row.text.stopped else (
             "length" if row.produced >= p.max_new_tokens else None)
         if finish is None:
-            return not row.handle.cancelled.is_set()
+            if row.handle.cancelled.is_set():  # the client has gone: free the row now
+                row.handle.emit(Event(finish="cancelled"))
+                self.dropped += 1
+                return False
+            return True
         rest = row.text.flush()
         row.handle.emit(Event(text=rest, finish=finish, prompt_tokens=n_prompt,
                               completion_tokens=row.produced))
