@@ -31,10 +31,14 @@ openai = pytest.importorskip("openai")
 CHARS = "abcdefghijklmnopqrstuvwxyz .,:?!\n"
 
 
-def gpt_folder(root: Path, name: str = "tinygpt", **config) -> Path:
+def gpt_folder(root: Path, name: str = "tinygpt", byte_level: bool = False, **config) -> Path:
+    """A random GPT; characters of CHARS, or byte-level BPE (any text encodes)."""
+    from plait.text import BPETokenizer
+
     torch.manual_seed(0)
     folder = root / name
-    tok = CharTokenizer.train(CHARS, specials=("<pad>", "<s>", "</s>"))
+    tok = (BPETokenizer.train(CHARS * 20, 300) if byte_level
+           else CharTokenizer.train(CHARS, specials=("<pad>", "<s>", "</s>")))
     cfg = dict(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32, block_size=96)
     model = GPT(GPTConfig(**cfg | config))
     with torch.no_grad():  # far from init, so the text varies and greedy ties are unlikely
@@ -386,3 +390,10 @@ def test_serve_command_errors_are_one_line_exit_2(folders, capsys, args, message
     assert main(["serve", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_vanishing_temperature_decodes_greedily(client, reference):
+    # 1e-280 once made logits / t overflow into NaN probabilities (found by the fuzzing test)
+    r = client.completions.create(model="tinygpt", prompt="tiny", max_tokens=12,
+                                  temperature=1e-280)
+    assert r.choices[0].text == reference.generate("tiny", max_new_tokens=12)

@@ -28,6 +28,11 @@ from plait.text.chat import ChatTemplate, load_template
 from plait.vision.image import DEFAULT_MAX_PIXELS, to_rgb
 
 
+# below this, logits / temperature overflows float32 (1e-280 was found by fuzzing): the limit
+# t -> 0 of sampling is the argmax, so such a request is decoded greedily
+MIN_TEMPERATURE = 1e-4
+
+
 @dataclass
 class Limits:
     max_batch: int = 32  # rows decoding together, per model
@@ -86,8 +91,9 @@ class Generator:
                            f" {ctx - n}", "max_tokens", "context_length_exceeded")
         new = max_tokens if max_tokens is not None else min(ctx - n, self.limits.max_tokens)
         eos = self.tokenizer.eos_token_id
-        params = SamplingParams(max_new_tokens=new, do_sample=temperature > 0,
-                                temperature=temperature if temperature > 0 else 1.0,
+        sample = temperature >= MIN_TEMPERATURE
+        params = SamplingParams(max_new_tokens=new, do_sample=sample,
+                                temperature=temperature if sample else 1.0,
                                 top_p=top_p, eos_token_id=eos, pad_token_id=eos)
         return Job(ids, params, tuple(stop), seed, inputs or {})
 
