@@ -27,7 +27,6 @@ from plait.serving.errors import APIError
 from plait.text.chat import ChatTemplate, load_template
 from plait.vision.image import DEFAULT_MAX_PIXELS, to_rgb
 
-
 # below this, logits / temperature overflows float32 (1e-280 was found by fuzzing): the limit
 # t -> 0 of sampling is the argmax, so such a request is decoded greedily
 MIN_TEMPERATURE = 1e-4
