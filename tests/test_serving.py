@@ -282,10 +282,11 @@ def test_a_full_queue_is_refused_by_name(folders):
     job = g.job([5, 6, 7], max_tokens=5, temperature=0, top_p=1, stop=(), seed=None)
     try:
         engine.submit(job)  # admitted, then held in its first step
-        for _ in range(100):
+        for _ in range(1000):
             if engine.load[0] == 1:
                 break
             threading.Event().wait(0.02)
+        assert engine.load == (1, 0)
         engine.submit(job)  # waits
         with pytest.raises(QueueFullError, match="queue holds 1"):
             engine.submit(job)

@@ -222,18 +222,36 @@ class Engine:
         last = torch.tensor([[r.last] for r in self._rows], device=slots.device)
         logits = slots.step(last)  # (n, V)
         self.steps += 1
-        greedy = [i for i, r in enumerate(self._rows) if r.job.params.greedy]
-        toks: dict[int, int] = {}
-        if greedy:
-            picked = logits[greedy].argmax(-1).tolist()
-            toks = dict(zip(greedy, picked, strict=True))
+        toks = self._choose(logits)
         done = []
         for i, row in enumerate(self._rows):
-            tok = toks[i] if i in toks else self._sample(row, logits[i:i + 1])
-            if not self._advance(row, tok):
+            if not self._advance(row, toks[i]):
                 done.append(i)
         for i in reversed(done):
             self._drop(slots, i)
+
+    def _choose(self, logits: Tensor) -> list[int]:
+        """Each row's next token. Rows that decode alike share one call: greedy rows one
+        argmax, unseeded rows with equal sampling settings one ``multinomial``; a seeded row
+        draws alone from its own generator (the draws it would make alone)."""
+        groups: dict[object, list[int]] = {}
+        for i, r in enumerate(self._rows):
+            p = r.job.params
+            key = "greedy" if p.greedy else i if r.generator is not None else (
+                p.temperature, p.top_k, p.top_p)
+            groups.setdefault(key, []).append(i)
+        toks = [0] * len(self._rows)
+        for key, idx in groups.items():
+            if key == "greedy":
+                picked = logits[idx].argmax(-1).tolist()
+            elif len(idx) == 1:
+                picked = [self._sample(self._rows[idx[0]], logits[idx[0]:idx[0] + 1])]
+            else:
+                group = apply(self._rows[idx[0]].job.params.processors(), logits[idx], None)
+                picked = torch.multinomial(group.softmax(-1), 1).squeeze(1).tolist()
+            for i, t in zip(idx, picked, strict=True):
+                toks[i] = t
+        return toks
 
     @staticmethod
     def _sample(row: _Row, logits: Tensor) -> int:
