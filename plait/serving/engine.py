@@ -122,11 +122,15 @@ class Engine:
         max_batch: rows decoded together (and KV rows preallocated).
         max_queue: jobs waiting beyond those; ``submit`` raises :class:`QueueFullError` past it.
         width: the longest prompt + max_tokens a job may have (default: the model's context).
+        prefill_tokens: prompt tokens prefilled between two steps (at least one prompt): a
+            burst of newcomers then delays the running streams by a bounded pause each step,
+            not by all their prompts at once.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 32, max_queue: int = 256,
-                 width: int | None = None):
+                 width: int | None = None, prefill_tokens: int = 512):
         self.model, self.tokenizer = model, tokenizer
+        self.prefill_tokens = prefill_tokens
         self.width = width or context_of(model)
         self.max_batch, self.max_queue = max_batch, max_queue
         self._waiting: collections.deque[tuple[Job, Handle]] = collections.deque()
@@ -192,7 +196,8 @@ class Engine:
                 self.model.clear_cache()
 
     def _admit(self, slots: Slots) -> None:
-        while len(self._rows) < self.max_batch:
+        budget = self.prefill_tokens
+        while len(self._rows) < self.max_batch and budget > 0:
             with self._cond:
                 if not self._waiting:
                     return
@@ -202,6 +207,7 @@ class Engine:
                 continue
             ids = torch.tensor([job.ids], device=slots.device)
             logits = slots.prefill(ids, job.inputs)  # (1, V)
+            budget -= len(job.ids)
             gen = None
             if job.seed is not None:
                 gen = torch.Generator(device=slots.device).manual_seed(job.seed)
