@@ -398,3 +398,33 @@ def test_a_vanishing_temperature_decodes_greedily(client, reference):
     r = client.completions.create(model="tinygpt", prompt="tiny", max_tokens=12,
                                   temperature=1e-280)
     assert r.choices[0].text == reference.generate("tiny", max_new_tokens=12)
+
+
+def test_plait_serve_starts_on_loopback_and_refuses_a_taken_port(folders, capsys):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "plait.cli.main", "serve", "--model", str(folders["gpt"]),
+           "--port", str(port)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={
+            "model": "tinygpt", "prompt": "hi", "max_tokens": 3})
+        assert r.status_code == 200
+        assert main(["serve", "--model", str(folders["gpt"]), "--port", str(port)]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port}" in err  # loopback unless told otherwise

@@ -77,11 +77,29 @@ def build(args: argparse.Namespace):
     return server
 
 
+def check_port(host: str, port: int) -> None:
+    """Fail now, in one line, if the address cannot be bound (uvicorn would exit later)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from plait.serving.app import create_app
 
+    check_port(args.host, args.port)
     server = build(args)
     app = create_app(server, api_key=args.api_key)
     served = ", ".join([g.name for g in server.generators]
@@ -91,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                     timeout_graceful_shutdown=5)
-    except OSError as e:  # the port is taken, say
-        raise ValueError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e})") from None
     finally:
         server.close()
     return 0
