@@ -428,3 +428,20 @@ def test_plait_serve_starts_on_loopback_and_refuses_a_taken_port(folders, capsys
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert f"on http://127.0.0.1:{port}" in err  # loopback unless told otherwise
+
+
+def test_a_job_whose_prefill_fails_fails_alone(folders, reference):
+    g = load_generator(folders["gpt"], Limits())
+    try:
+        good = g.job(reference.tokenizer.encode("calm"), max_tokens=20, temperature=0, top_p=1,
+                     stop=(), seed=None)
+        bad = Job(good.ids, good.params, inputs={"pixel_values": torch.zeros(1, 3, 8, 8)})
+        first = g.engine.submit(good)
+        broken = g.engine.submit(bad)
+        second = g.engine.submit(good)
+        events = list(broken)
+        assert events[-1].finish == "error" and "pixel_values" in events[-1].error
+        want = reference.generate("calm", max_new_tokens=20)
+        assert "".join(e.text for e in first) == want == "".join(e.text for e in second)
+    finally:
+        g.close()

@@ -139,6 +139,8 @@ class Engine:
         self._rows: list[_Row] = []
         self.steps = 0  # decoding steps run (one forward pass each), for tests and metrics
         self.dropped = 0  # rows freed because their client went away
+        with exclusive(model), torch.inference_mode():  # errors (no KV cache, ...) raise here
+            self._slots = Slots(model, max_batch, self.width)
         self._thread = threading.Thread(target=self._run, name="plait-engine", daemon=True)
         self._thread.start()
 
@@ -176,7 +178,7 @@ class Engine:
     # -- the engine thread ---------------------------------------------------------------------
     def _run(self) -> None:
         with exclusive(self.model), torch.inference_mode():
-            slots = Slots(self.model, self.max_batch, self.width)
+            slots = self._slots
             try:
                 while True:
                     with self._cond:
@@ -191,8 +193,11 @@ class Engine:
                     except Exception as e:  # noqa: BLE001  a model error fails its rows, not us
                         self._fail_all(slots, f"{type(e).__name__}: {e}")
             finally:
-                for row in self._rows:
-                    row.handle.emit(Event(finish="error", error="the server is shutting down"))
+                with self._cond:
+                    left = [h for _, h in self._waiting] + [r.handle for r in self._rows]
+                    self._waiting.clear()
+                for handle in left:
+                    handle.emit(Event(finish="error", error="the server is shutting down"))
                 self.model.clear_cache()
 
     def _admit(self, slots: Slots) -> None:
@@ -206,7 +211,11 @@ class Engine:
                 handle.emit(Event(finish="cancelled"))
                 continue
             ids = torch.tensor([job.ids], device=slots.device)
-            logits = slots.prefill(ids, job.inputs)  # (1, V)
+            try:
+                logits = slots.prefill(ids, job.inputs)  # (1, V)
+            except Exception as e:  # noqa: BLE001  this job's inputs; the others go on
+                handle.emit(Event(finish="error", error=f"{type(e).__name__}: {e}"))
+                continue
             budget -= len(job.ids)
             gen = None
             if job.seed is not None:

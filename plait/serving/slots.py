@@ -63,7 +63,10 @@ class Slots:
                    for k, v in zip(self.k, self.v, strict=True)]
         for m, (k, v) in zip(self.layers, scratch, strict=True):
             m.kv_cache = KVCache.over(k, v)
-        logits = self.model.prefill(ids, None, **inputs)
+        try:
+            logits = self.model.prefill(ids, None, **inputs)
+        finally:
+            self._bind(n)  # the rows' views again, even when the prefill failed
         if length > self.col:
             self._shift(length - self.col)
         for (k, v), K, V in zip(scratch, self.k, self.v, strict=True):
