@@ -1,7 +1,9 @@
-"""``plait.load(folder)``: a ready model from a plait folder or a Hugging Face one.
+"""``plait.load(folder)``: a ready model from a plait folder, a Hugging Face one, or a LoRA
+adapter folder in peft's format (the base model it names, with the adapter applied).
 
 It sits above both formats: :mod:`plait.checkpoint` (``config.json`` with ``plait_model``) and
-:mod:`plait.hf` (``config.json`` with ``model_type``), and neither of them imports it.
+:mod:`plait.hf` (``config.json`` with ``model_type``; ``adapter_config.json``:
+:mod:`plait.hf.peft`), and neither of them imports it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,25 @@ import torch.nn as nn
 
 from plait import hf
 from plait.checkpoint import is_plait_folder, load_model
+from plait.hf.peft import apply_adapter, base_folder, is_adapter_folder
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A ready model (eval mode, with ``.config``) from a plait or a Hugging Face folder."""
+    """A ready model (eval mode, with ``.config``) from a plait, a Hugging Face or an adapter
+    folder."""
+    if is_adapter_folder(folder):
+        return load_adapter(folder, device)
     if is_plait_folder(folder):
         return load_model(folder, device)
     return hf.load(folder, device=device)
+
+
+def load_adapter(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The base model an adapter folder names (a plait or Hugging Face folder), with the
+    adapter's LoRA layers added, unmerged (``plait.nn.lora.merge`` folds them in)."""
+    base = base_folder(folder)
+    if is_adapter_folder(base):
+        raise ValueError(f"{Path(folder) / 'adapter_config.json'}: its base {base} is itself an"
+                         " adapter; merge that one into a model folder first")
+    model = load(base, device)
+    return apply_adapter(model, folder).to(device).eval()

@@ -1,4 +1,4 @@
-"""The Transformer, piece by piece: attention, positions, feed-forward, norms, blocks."""
+"""The Transformer, piece by piece: attention, positions, feed-forward, norms, blocks, LoRA."""
 
 from plait.nn.attention import (
     AttnInputs,
@@ -21,6 +21,7 @@ from plait.nn.layers import (
     normal_init,
 )
 from plait.nn.linear import Linear, gemv_layout, row_major
+from plait.nn.lora import LoRALinear, add_lora, merge, unmerge
 from plait.nn.positions import (
     ALiBi,
     Learned,
@@ -35,10 +36,11 @@ from plait.nn.positions import (
 )
 
 __all__ = [
-    "ALiBi", "AttnInputs", "Block", "CrossAttention", "KVCache", "Learned", "Linear", "MLP",
+    "ALiBi", "AttnInputs", "Block", "CrossAttention", "KVCache", "Learned", "Linear",
+    "LoRALinear", "MLP",
     "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
-    "dropout_layer", "gemv_layout",
-    "make_attn_mask", "make_mlp", "make_norm", "normal_init", "row_major", "sincos_2d",
-    "whisper_sinusoids",
+    "add_lora", "dropout_layer", "gemv_layout",
+    "make_attn_mask", "make_mlp", "make_norm", "merge", "normal_init", "row_major", "sincos_2d",
+    "unmerge", "whisper_sinusoids",
 ]

@@ -27,6 +27,10 @@ reads)::
 Stages run in order, each starting from the one before (``init_from``), and the recipe's own
 task last, starting from the last stage, in ``train.out_dir``.
 
+An optional ``[lora]`` section (``plait.training.lora.LoRAConfig``) trains low-rank adapters
+on the frozen ``init_from`` model instead of the model itself (the recipe's own run, not its
+stages).
+
 Command-line overrides (``--train.lr 3e-4 --model.n_layer 4``) are applied to the TOML tree
 before the dataclasses are built, so they are coerced from each field's type and unknown keys
 fail the same way (``plait.config``). Every malformed value (a table where a name belongs, a
@@ -43,6 +47,7 @@ from plait.config import Config, ConfigError, apply_overrides, read_toml
 from plait.models import MODELS, model_classes
 from plait.registry import Registry
 from plait.training.config import TrainConfig
+from plait.training.lora import LoRAConfig
 from plait.training.tasks import TASKS
 
 
@@ -61,10 +66,13 @@ class Recipe:
     # the [model] keys the recipe itself sets: over an init_from folder's config they win
     # (dropout, pooling); the rest of that config is the folder's
     model_keys: tuple[str, ...] = ()
+    lora: LoRAConfig | None = None  # [lora]: adapters on the frozen init_from model
 
     def to_dict(self) -> dict[str, Any]:
         out = {"task": self.task, "model": {"arch": self.arch, **self.model.to_dict()},
                "data": self.data.to_dict(), "train": self.train.to_dict()}
+        if self.lora is not None:
+            out["lora"] = self.lora.to_dict()
         if self.stages:
             out["stages"] = [{"name": s.name, "task": s.task, "data": s.data.to_dict(),
                               "train": s.train.to_dict()} for s in self.stages]
@@ -104,10 +112,10 @@ def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
     if not isinstance(tree, dict):
         raise ConfigError(f"a recipe is a table with task, model, data and train; got {tree!r}")
     for key in tree:
-        if key not in ("task", "stages", *SECTIONS):
+        if key not in ("task", "stages", "lora", *SECTIONS):
             raise ConfigError(f"unknown config key '{key}' (allowed: task, data, model, train,"
-                              " stages)")
-    for key in SECTIONS:
+                              " lora, stages)")
+    for key in (*SECTIONS, "lora"):
         if not isinstance(tree.get(key, {}), dict):
             raise ConfigError(f"'{key}' must be a table ([{key}]), got {tree[key]!r}")
     task = _name(tree, "task", "lm", TASKS)
@@ -118,12 +126,14 @@ def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
         model = model_classes(arch)[0].from_dict(model_tree, where="model")
         data = TASKS.get(task).data_config.from_dict(tree.get("data", {}), where="data")
         train = TrainConfig.from_dict(tree.get("train", {}), where="train")
+        lora = LoRAConfig.from_dict(tree["lora"], where="lora") if "lora" in tree else None
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(str(e)) from None
     stages = tuple(_stage(tree, i, stage) for i, stage in enumerate(_stage_tables(tree)))
-    return Recipe(task, arch, model, data, train, stages, model_keys=tuple(model_tree))
+    return Recipe(task, arch, model, data, train, stages, model_keys=tuple(model_tree),
+                  lora=lora)
 
 
 def _stage_tables(tree: dict[str, Any]) -> list[dict[str, Any]]:

@@ -32,13 +32,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from plait.checkpoint import WEIGHTS_NAME, load_weights_into, unique_state_dict
-from plait.io import atomic_write_text, read_safetensors
+from plait.checkpoint import unique_state_dict
+from plait.io import atomic_write_text
 from plait.loading import load
 from plait.models import model_classes
 from plait.nn import row_major
 from plait.progress import progress
 from plait.training import distributed
+from plait.training.lora import adapt, require_unchanged
 from plait.training.optim import make_optimizer, set_lrs
 from plait.training.plotting import METRICS_NAME, PLOT_NAME, MetricsLog, plot_losses
 from plait.training.recipe import Recipe
@@ -46,6 +47,7 @@ from plait.training.state import (
     RECIPE_NAME,
     STATE_NAME,
     copy_file,
+    load_run_weights,
     load_trainer_state,
     rng_state,
     save_checkpoint,
@@ -85,6 +87,8 @@ def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
     config = task.model_config(config)
     if config == source.config:
         return source.train()
+    if recipe.lora is not None:  # a changed model has new tensors, which would stay frozen
+        require_unchanged(source.config, config)
     model = type(source)(config)
     start_from(model, source, recipe.train.init_from)
     return model.to(device).train()
@@ -148,7 +152,7 @@ class Trainer:
         seed_everything(t.seed)  # the same on every rank, so every replica starts identical
         self.task = get_task(recipe.task)(recipe.data, t, self.dist)
         self.task.prepare()  # before the clock: a time budget is for steps, not data building
-        self.model = build_model(recipe, self.task, self.device)
+        self.model = adapt(build_model(recipe, self.task, self.device), recipe.lora, t)
         self.optimizer = make_optimizer(self.task.param_groups(self.model), t, self.device)
         self.lr = t.lr  # the scheduled rate at train.lr's peak (parts scale from their own)
         self.out = Path(t.out_dir)
@@ -174,8 +178,7 @@ class Trainer:
     def _restore(self) -> None:
         """Continue from ``out_dir``: weights, optimizer, progress, RNG, metrics up to the step."""
         state = load_trainer_state(self.out)
-        weights = self.out / WEIGHTS_NAME
-        load_weights_into(self.model, read_safetensors(weights), str(weights))
+        load_run_weights(self.out, self.model)  # the whole model, or a [lora] run's adapters
         self.optimizer.load_state_dict(state["optimizer"])
         self.state = {k: state[k] for k in ("step", "best_val", "bad_evals")}
         self.state["seconds"] = state.get("seconds", 0.0)  # training time before the stop
@@ -193,8 +196,10 @@ class Trainer:
         frozen = sum(p.numel() for p in params if not p.requires_grad)
         if self.dist.is_main and (frozen or self.t.part_lr):
             parts = ", ".join(f"{k} at lr {v:g}" for k, v in self.t.part_lr.items())
+            why = ", ".join(self.t.freeze) or ("all but the LoRA adapters" if self.recipe.lora
+                                                else "")
             print(f"parameters: {trainable:,} trainable, {frozen:,} frozen"
-                  + (f" ({', '.join(self.t.freeze)})" if frozen else "")
+                  + (f" ({why})" if frozen else "")
                   + (f"; {parts}" if parts else ""), flush=True)
         return {"trainable_params": trainable, "frozen_params": frozen}
 
@@ -350,7 +355,8 @@ class Trainer:
             return
         state = {**self.state, "optimizer": self.optimizer.state_dict(), "rng": rngs,
                  "world": self.dist.world}
-        save_checkpoint(self.out, distributed.unwrap(self.model), state)
+        save_checkpoint(self.out, distributed.unwrap(self.model), state,
+                        adapter_base=self.t.init_from if self.recipe.lora else "")
         for src in self.task.files():
             if src.is_file():
                 copy_file(src, self.out / src.name)
