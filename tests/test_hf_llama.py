@@ -244,3 +244,17 @@ def test_plain_gpt_still_exports_as_gpt2(tmp_path):
     export(GPT(GPTConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=8)), tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "gpt2"
     assert plait.load(tmp_path).config.pos_encoding == "learned"
+
+
+def test_a_default_mlp_width_exports_as_a_number(tmp_path):
+    """n_inner unset means 4 * n_embd; config.json once said null, which transformers refuses."""
+    transformers = pytest.importorskip("transformers")
+    cfg = GPTConfig(vocab_size=50, n_layer=1, n_head=4, n_embd=32, pos_encoding="rope",
+                    norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False)
+    model = GPT(cfg).eval()
+    export(model, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["intermediate_size"] == 128
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 50, (1, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-5, rtol=0)

@@ -151,6 +151,8 @@ class LlamaFamily(Family):
         return {"architectures": [self.architecture], "model_type": self.model_type,
                 **fields_to_hf(self.FIELDS, config, self.name),
                 "num_key_value_heads": config.kv_heads, "head_dim": config.head_dim,
+                # n_inner unset means 4 * n_embd in plait; transformers needs the number
+                "intermediate_size": config.inner_dim,
                 # both spellings: transformers 5 reads rope_parameters, 4.x rope_theta
                 "rope_parameters": {"rope_type": "default", "rope_theta": theta},
                 "rope_theta": theta, **self.variant_to_hf(config),
