@@ -445,3 +445,30 @@ def test_a_job_whose_prefill_fails_fails_alone(folders, reference):
         assert "".join(e.text for e in first) == want == "".join(e.text for e in second)
     finally:
         g.close()
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_rows_that_move_in_the_kv_store_keep_their_tokens(tmp_path, pos):
+    """A narrow store and staggered jobs: rows join right-aligned, move right for a longer
+    prompt, left when unused columns pile up; each still decodes exactly what it would alone."""
+    from plait.generation import SamplingParams
+
+    g = load_generator(gpt_folder(tmp_path, pos_encoding=pos, block_size=48), Limits())
+    g.close()
+    tok, model = g.tokenizer, g.model
+    prompts = ["a", "the long road home", "hi", "sing a song of sixpence", "x", "to be or not"]
+    settings = [dict(max_new_tokens=12 + 3 * i, do_sample=bool(i % 2), temperature=0.9)
+                for i in range(len(prompts))]
+    wants = []
+    for i, p in enumerate(prompts):  # alone, before the engine holds the model
+        ids = torch.tensor([tok.encode(p)])
+        out = model.generate(ids, generator=torch.Generator().manual_seed(i), **settings[i])
+        wants.append(tok.decode(out[0, ids.shape[1]:].tolist()))
+    engine = Engine(model, tok, max_batch=3, width=48)
+    try:
+        handles = [engine.submit(Job(tok.encode(p), SamplingParams(**settings[i]), seed=i))
+                   for i, p in enumerate(prompts)]
+        for want, h in zip(wants, handles, strict=True):
+            assert "".join(e.text for e in h) == want
+    finally:
+        engine.close()

@@ -9,8 +9,8 @@ every row's next token goes: a row's tokens occupy ``[start, col)``.
 - ``prefill``: a new prompt runs alone into a scratch cache of its own length (the exact
   numbers of a batch-1 prefill), then is copied into row ``n`` so that it ends at ``col``
   (everyone first moves right when the prompt is longer than ``col``);
-- ``step``: one token per row at column ``col``; when ``col`` has reached the width, every row
-  first moves left by the columns no row uses;
+- ``step``: one token per row at column ``col``; when ``col`` has reached the width, or the
+  columns no row uses any more outnumber the used ones, every row first moves left by them;
 - ``remove``: the last row takes the freed row's place, so rows ``[0, n)`` stay dense.
 """
 
@@ -81,8 +81,13 @@ class Slots:
     def step(self, tokens: Tensor) -> Tensor:
         """One token per row (n, 1) at column col; next-token logits (n, V)."""
         n = self.n
-        if self.col >= self.width:
-            self._shift(-min(self.start))
+        unused = min(self.start)  # columns on the left that no row reads any more
+        # every step reads all columns up to col: once the unused ones outnumber the used, move
+        # left (a copy of the used columns, paid back within as many steps), and always at the
+        # width. Measured: 32 streams of a GPT-2-sized model drifted to ~1000 columns of
+        # which ~90 were used, and reading their keys and values bounded the step
+        if unused and (self.col >= self.width or unused >= self.col - unused):
+            self._shift(-unused)
         if self.col >= self.width:
             raise RuntimeError("a row has outgrown the KV store (prompt + max_tokens > width)")
         self.mask[:n, self.col] = 1
