@@ -2,11 +2,12 @@
 
     .venv/bin/python experiments/playground_shots.py --chat runs/chat --vlm runs/vlm_scenes \
         --index runs/scenes.faiss --image scene.png --out docs/img
+    .venv/bin/python experiments/playground_shots.py --chat runs/chat     # the chat alone
 
 Starts ``plait serve`` on a free loopback port with the given folders, opens the page in
-headless Chromium (Playwright), asks the chat model two questions, asks the VLM about
-``--image``, searches the index, and writes ``playground_chat.png`` and
-``playground_image.png`` into ``--out``.
+headless Chromium (Playwright), asks the chat model a few questions, searches the index (with
+``--index``), asks the VLM about ``--image`` (with ``--vlm``), and writes
+``playground_chat.png`` (and ``playground_image.png``) into ``--out``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def ask(page, text: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chat", type=Path, required=True)
-    ap.add_argument("--vlm", type=Path, required=True)
-    ap.add_argument("--index", type=Path, required=True)
-    ap.add_argument("--image", type=Path, required=True)
+    ap.add_argument("--vlm", type=Path, help="a vision-language model (with --image)")
+    ap.add_argument("--index", type=Path, help="an image index to search")
+    ap.add_argument("--image", type=Path, help="the picture to ask the VLM about")
     ap.add_argument("--questions", nargs="+",
                     default=["what is 128 plus 256?", "and in words?"])
     ap.add_argument("--image-question", default="how many shapes are there?")
@@ -47,9 +48,11 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "plait.cli.main", "serve", "--model",
-                               str(args.chat), "--model", str(args.vlm), "--index",
-                               str(args.index), "--port", str(port)])
+    cmd = [sys.executable, "-m", "plait.cli.main", "serve", "--model", str(args.chat),
+           "--port", str(port)]
+    cmd += ["--model", str(args.vlm)] if args.vlm else []
+    cmd += ["--index", str(args.index)] if args.index else []
+    server = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -67,11 +70,15 @@ def main() -> int:
             page.select_option("#model", args.chat.name)
             for q in args.questions:
                 ask(page, q)
-            page.fill("[data-testid=query]", args.query)
-            page.click("[data-testid=search-button]")
-            page.wait_for_selector("[data-testid=hit]")
+            if args.index:
+                page.fill("[data-testid=query]", args.query)
+                page.click("[data-testid=search-button]")
+                page.wait_for_selector("[data-testid=hit]")
             args.out.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out / "playground_chat.png"))
+            if not (args.vlm and args.image):
+                browser.close()
+                return 0
             page.click("#clear")
             page.select_option("#model", args.vlm.name)
             page.set_input_files("[data-testid=image]", str(args.image))
@@ -82,7 +89,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"wrote {args.out / 'playground_chat.png'} and {args.out / 'playground_image.png'}")
+        print(f"screenshots in {args.out}")
     return 0
 
 
