@@ -10,12 +10,13 @@
     plait eval --model runs/video_qa --task video-qa
     plait eval --model runs/fusion_scenes --task fusion [--without audio]
     plait eval --model runs/imagine_scenes --task imagine
+    plait eval --model runs/chat --task chat
     plait eval --model runs/vlm_scenes --task voice-qa --asr runs/speech --n 200
 
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
 pairs never occur in training, and zero-shot accuracy naming the pair of one-shape held-out
 scenes. clip-digits: zero-shot accuracy on held-out digits with unseen prompt templates.
-translate, classify-speakers, ner, mlm, scenes-caption, scenes-vqa: the task's own final
+translate, classify-speakers, ner, mlm, scenes-caption, scenes-vqa, chat: the task's own final
 evaluation (the one training ends with), read with the data settings in the folder's
 recipe.json (scenes-caption reads a scenes-vqa folder's: the two share their data); speech:
 WER and CER of greedy transcripts of held-out voices, overall and per phrase kind; video-qa:
@@ -40,7 +41,7 @@ from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
 RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa",
-                "scenes-vqa-classify", "speech", "video-qa", "fusion", "imagine")
+                "scenes-vqa-classify", "speech", "video-qa", "fusion", "imagine", "chat")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ COMMANDS = Registry("command", {
     "prepare-text": "plait.cli.prepare_text:run",
     "train": "plait.cli.train:run",
     "generate": "plait.cli.generate:run",
+    "chat": "plait.cli.chat:run",
     "convert": "plait.cli.convert:run",
     "embed": "plait.cli.embed:run",
     "eval": "plait.cli.eval:run",

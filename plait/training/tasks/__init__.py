@@ -63,6 +63,7 @@ TASKS = Registry("task", {
     "video-qa": "plait.training.tasks.video_qa:VideoQATask",
     "fusion": "plait.training.tasks.fusion:FusionTask",
     "imagine": "plait.training.tasks.imagine:ImagineTask",
+    "chat": "plait.training.tasks.chat:ChatTask",
 })
 
 
