@@ -16,11 +16,17 @@ import torch.nn as nn
 from plait import hf
 from plait.checkpoint import is_plait_folder, load_model
 from plait.hf.peft import apply_adapter, base_folder, is_adapter_folder
+from plait.nn import quant
 
 
-def load(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load(folder: str | Path, device: str | torch.device = "cpu", *,
+         quantize: str | None = None, group_size: int | None = None) -> nn.Module:
     """A ready model (eval mode, with ``.config``) from a plait, a Hugging Face or an adapter
-    folder."""
+    folder; ``quantize="int8"`` or ``"int4"`` stores its Linear weights so
+    (:func:`plait.nn.quant.quantize`, ``group_size`` for int4)."""
+    if quantize is not None:
+        quant.check_method(quantize, group_size)  # a bad name fails before the model is read
+        return quant.quantize(load(folder, device), quantize, group_size)
     if is_adapter_folder(folder):
         return load_adapter(folder, device)
     if is_plait_folder(folder):

@@ -22,13 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="texts to embed (default: one per line of standard input)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                        help="store the weights in 8 or 4 bits (docs/efficiency.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     from plait.inference import SentenceEncoder
 
     texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
-    encoder = SentenceEncoder.from_folder(args.model, device=args.device)
+    encoder = SentenceEncoder.from_folder(args.model, device=args.device, quantize=args.quantize)
     vectors = encoder.encode(texts, batch_size=args.batch_size)
     out = sys.stdout
     for row in vectors.tolist():

@@ -42,12 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="random seed for reproducible sampling")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="weights in 8 or 4 bits: faster CPU decoding (docs/efficiency.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     from plait.inference import TextGenerator
 
-    gen = TextGenerator.from_folder(args.model, device=args.device)
+    gen = TextGenerator.from_folder(args.model, device=args.device, quantize=args.quantize)
     beams = args.num_beams > 1
     pieces = gen.stream(  # checks every argument (and encodes the prompt) before any output
         args.prompt, stop=args.stop, seed=args.seed, max_new_tokens=args.max_new_tokens,

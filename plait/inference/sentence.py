@@ -83,9 +83,10 @@ class SentenceEncoder:
         self.max_length = min(max_length or limit, limit)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu"
-                    ) -> SentenceEncoder:
-        """A sentence-transformers folder, or a plain Hugging Face / plait BERT folder."""
+    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu",
+                    quantize: str | None = None) -> SentenceEncoder:
+        """A sentence-transformers folder, or a plain Hugging Face / plait BERT folder;
+        ``quantize``: "int8" or "int4" weights (:func:`plait.load`)."""
         from plait.loading import load
         from plait.text import load_tokenizer
 
@@ -98,7 +99,7 @@ class SentenceEncoder:
         st_cfg: dict[str, Any] = {}
         if (encoder_dir / "sentence_bert_config.json").is_file():
             st_cfg = _json(encoder_dir / "sentence_bert_config.json")
-        model = load(encoder_dir, device=device)  # a Hugging Face or plait folder
+        model = load(encoder_dir, device=device, quantize=quantize)  # Hugging Face or plait
         try:
             return cls(model, load_tokenizer(encoder_dir), modes, normalize,
                        st_cfg.get("max_seq_length"), bool(st_cfg.get("do_lower_case", False)))

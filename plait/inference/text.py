@@ -77,9 +77,10 @@ class TextGenerator:
         self._owner: int | None = None  # the thread holding the lock
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu"
-                    ) -> TextGenerator:
-        """A plait or Hugging Face folder holding a language model and its tokenizer."""
+    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu",
+                    quantize: str | None = None) -> TextGenerator:
+        """A plait or Hugging Face folder holding a language model and its tokenizer;
+        ``quantize``: "int8" or "int4" weights (:func:`plait.load`)."""
         from plait.loading import load
         from plait.text import load_tokenizer
 
@@ -87,7 +88,7 @@ class TextGenerator:
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         tokenizer = load_tokenizer(folder)
-        model = load(folder, device=device)
+        model = load(folder, device=device, quantize=quantize)
         if not hasattr(model, "prefill"):
             raise ValueError(f"{folder} holds a {type(model).__name__}, which does not generate"
                              " text (it has no decoder)")
