@@ -132,3 +132,16 @@ def test_the_whisper_rows_run_and_carry_their_parity_evidence(capsys):
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| Whisper")]
     assert len(rows) == 4  # two rows, printed as they finish and again in the table
     assert all("tokens equal" in r or "max abs diff 0.0e+00" in r for r in rows), rows
+
+
+def test_the_quantisation_rows_run_and_agree_with_fp32(capsys):
+    """`benchmarks.quant_speed --small --only speed`: fp32, int8 and int4 rows, each quantised
+    one with its agreement to fp32 (a tiny GPT-2 whose greedy tokens int8 keeps exactly)."""
+    from benchmarks import quant_speed
+
+    quant_speed.main(["--small", "--only", "speed", "--reps", "1", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| GPT-2")]
+    assert [r.split(",")[0].split()[-1] for r in rows] == ["fp32", "int8", "int4"], rows
+    assert "agreement 1.000" in rows[1] and "agreement" in rows[2], rows
+    mb = [float(r.split("|")[5]) for r in rows]
+    assert mb[0] > 3 * mb[1] > 3 * mb[2] * 1.5, mb  # fp32 > int8 > int4 bytes per token

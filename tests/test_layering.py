@@ -103,7 +103,7 @@ LAYERS = [
     ("plait.data", BASE | {"plait.text", "plait.vision", "plait.audio"}),
     ("plait.checkpoint", BASE | {"plait.models"}),
     ("plait.hf", BASE | {"plait.checkpoint", "plait.models", "plait.nn"}),
-    ("plait.loading", BASE | {"plait.checkpoint", "plait.hf"}),
+    ("plait.loading", BASE | {"plait.checkpoint", "plait.hf", "plait.nn"}),  # nn: quantize
     ("plait.inference", BASE | {"plait.loading", "plait.checkpoint", "plait.generation",
                                 "plait.models", "plait.text", "plait.vision", "plait.audio"}),
     ("plait.evaluation", BASE | {"plait.inference", "plait.data", "plait.text", "plait.vision",

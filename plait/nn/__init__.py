@@ -1,4 +1,5 @@
-"""The Transformer, piece by piece: attention, positions, feed-forward, norms, blocks, LoRA."""
+"""The Transformer, piece by piece: attention, positions, feed-forward, norms, blocks, LoRA,
+int8 / int4 weights."""
 
 from plait.nn.attention import (
     AttnInputs,
@@ -34,13 +35,15 @@ from plait.nn.positions import (
     sincos_2d,
     whisper_sinusoids,
 )
+from plait.nn.quant import Int4Linear, Int8Linear, QuantLinear, quantize
 
 __all__ = [
-    "ALiBi", "AttnInputs", "Block", "CrossAttention", "KVCache", "Learned", "Linear",
-    "LoRALinear", "MLP",
+    "ALiBi", "AttnInputs", "Block", "CrossAttention", "Int4Linear", "Int8Linear", "KVCache",
+    "Learned", "Linear", "LoRALinear", "MLP", "QuantLinear",
     "NoPositions", "PositionEncoding", "PostNormBlock", "PreNormBlock", "RMSNorm",
     "RelativeBias", "Rotary", "SelfAttention", "Sinusoidal", "Stack", "SwiGLU", "apply_rope",
     "add_lora", "dropout_layer", "gemv_layout",
-    "make_attn_mask", "make_mlp", "make_norm", "merge", "normal_init", "row_major", "sincos_2d",
+    "make_attn_mask", "make_mlp", "make_norm", "merge", "normal_init", "quantize", "row_major",
+    "sincos_2d",
     "unmerge", "whisper_sinusoids",
 ]
