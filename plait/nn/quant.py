@@ -2,7 +2,8 @@
 
 Decoding one token at batch 1 reads every weight once and does one multiply-add with it, so on a
 CPU its speed is memory bandwidth over weight bytes (BENCHMARKS.md, "Roofline"). Storing weights
-in 8 or ~4.6 bits instead of 32 reads 4x or ~7x fewer bytes; activations stay fp32.
+in 8 or 5 bits (int4 in groups of 32, scales included) instead of 32 reads 4x or 6.4x fewer
+bytes; activations stay fp32.
 
 Formats (docs/efficiency.md §2):
 
@@ -81,6 +82,8 @@ def unpack_int4(packed: Tensor) -> Tensor:
 def quantize_int4(weight: Tensor, group_size: int = 32) -> tuple[Tensor, Tensor, Tensor]:
     """(out, in) float weight -> (packed uint8 (out, Kp / 2), fp16 scale d and fp16 minimum c,
     each (out, Kp / G)). The padding repeats a row's last input, so no group's range grows."""
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"int4 group size must be one of {GROUP_SIZES}, got {group_size}")
     w = weight.detach().float()
     n, k = w.shape
     if w.abs().max() > FP16_MAX / 2:  # max - min must fit fp16 too
@@ -210,8 +213,6 @@ class Int4Linear(QuantLinear):
     @classmethod
     def from_linear(cls, linear: nn.Linear, **options: Any) -> Int4Linear:
         group = options.get("group_size") or 32
-        if group not in GROUP_SIZES:
-            raise ValueError(f"int4 group size must be one of {GROUP_SIZES}, got {group}")
         return cls(*quantize_int4(linear.weight, group), linear.in_features, linear.bias)
 
     def dequantize(self) -> Tensor:
@@ -255,12 +256,18 @@ def quantize(model: nn.Module, method: str, group_size: int | None = None) -> nn
     """
     cls = check_method(method, group_size)
     done: dict[int, QuantLinear] = {}
-    for parent in list(model.modules()):
+    for prefix, parent in list(model.named_modules()):
+        if isinstance(parent, nn.MultiheadAttention):  # it reads out_proj.weight itself
+            continue
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
-                if id(child) not in done:
+            if not isinstance(child, nn.Linear):
+                continue
+            if id(child) not in done:
+                try:
                     done[id(child)] = cls.from_linear(child, group_size=group_size)
-                setattr(parent, name, done[id(child)])
+                except ValueError as e:
+                    raise ValueError(f"{prefix + '.' if prefix else ''}{name}: {e}") from None
+            setattr(parent, name, done[id(child)])
     if any(m.qweight.device.type == "cpu" for m in done.values()):
         quant_kernel.ops()
     return model

@@ -107,8 +107,7 @@ inline void prefetch(const void* p) { __builtin_prefetch(p); }
 struct Problem {
   const float* x;          // (M, ldx): int8: x itself; int4: x scaled per nibble
   int64_t M, K, ldx;       // K: inputs (int8) or padded inputs, a multiple of 64 (int4)
-  const uint8_t* w;        // weight rows, ldw bytes apart
-  int64_t ldw;
+  const uint8_t* w; int64_t ldw;  // weight rows, ldw bytes apart
   const float* scale8;     // int8: (N,) fp32
   const uint16_t* scale4;  // int4: (N, groups) fp16 bits
   const uint16_t* mins;    // int4: (N, groups) fp16 bits
@@ -116,11 +115,10 @@ struct Problem {
   int64_t ldxs, groups;
   int group_shift;         // int4: log2(group size)
   const float* bias;       // (N,) or null
-  float* y;                // (M, N)
-  int64_t N;
+  float* y; int64_t N;     // (M, N)
 };
 
-inline void store(const Problem& p, int64_t m, int64_t n, float v) {
+inline void store(const Problem& p, int64_t m, int64_t n, float v) {  // y[m, n] = v + b[n]
   p.y[m * p.N + n] = p.bias ? v + p.bias[n] : v;
 }
 
@@ -189,10 +187,8 @@ struct Int4Kernel {
     PLAIT_UNROLL
     for (int m = 0; m < M; ++m) {
       const float* xm = x + m * p.ldx + 32 * H;
-      V8 t = vmul(vload(xm), q0);  // a fresh short chain per half block
-      t = vfma(vload(xm + 8), q1, t);
-      t = vfma(vload(xm + 16), q2, t);
-      t = vfma(vload(xm + 24), q3, t);
+      const V8 t = vfma(vload(xm + 24), q3, vfma(vload(xm + 16), q2,  // a fresh short chain
+                        vfma(vload(xm + 8), q1, vmul(vload(xm), q0))));
       acc[m] = vfma(t, d, acc[m]);
     }
   }
@@ -227,13 +223,13 @@ struct Int4Kernel {
   }
 };
 
-// weight rows [begin, end) against all rows of x, kMaxRows at a time; with more rows of x, a
-// block of weight rows small enough for L2 meets every pass before the next block is read
 template <class Kernel, int M>
 void pass(const Problem& p, int64_t begin, int64_t end, int64_t m0) {
   for (int64_t n = begin; n < end; ++n) Kernel::template run<M>(p, n, m0);
 }
 
+// weight rows [begin, end) against all rows of x, kMaxRows at a time; with more rows of x, a
+// block of weight rows small enough for L2 meets every pass before the next block is read
 template <class Kernel>
 void rows_range(const Problem& p, int64_t begin, int64_t end) {
   const int64_t block = p.M <= kMaxRows ? end - begin : std::max<int64_t>(8, kL2Bytes / p.ldw);
@@ -284,10 +280,9 @@ void check_int4(const at::Tensor& qweight, const at::Tensor& scale, const at::Te
 at::Tensor int8_linear(const at::Tensor& x_in, const at::Tensor& qweight, const at::Tensor& scale,
                        const std::optional<at::Tensor>& bias) {
   check_common(x_in, qweight, bias);
-  TORCH_CHECK(qweight.scalar_type() == at::kChar && qweight.size(1) == x_in.size(1),
-              "qweight must be (N, K) int8");
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous() &&
-              scale.numel() == qweight.size(0), "scale must be (N,) float32");
+  TORCH_CHECK(qweight.scalar_type() == at::kChar && qweight.size(1) == x_in.size(1) &&
+              scale.scalar_type() == at::kFloat && scale.is_contiguous() &&
+              scale.numel() == qweight.size(0), "need (N, K) int8 qweight, (N,) float32 scale");
   const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty({x.size(0), qweight.size(0)}, x.options());
   if (y.numel() == 0) return y;
@@ -354,7 +349,7 @@ inline void dequant8(W8 wv, V8 d, V8 c, float* out, int64_t valid) {
   if (valid >= 8) return vstore(out + 8 * J, v);
   float tmp[8];
   vstore(tmp, v);
-  for (int64_t l = 0; l < valid; ++l) out[8 * J + l] = tmp[l];
+  std::memcpy(out + 8 * J, tmp, std::max<int64_t>(valid, 0) * sizeof(float));
 }
 
 at::Tensor int4_dequant(const at::Tensor& qweight, const at::Tensor& scale,

@@ -15,9 +15,11 @@ add), so both paths dequantise to the same floats.
 
 Concurrent first uses (several processes, ``pytest -n``) build once: an exclusive ``flock``
 (released by the kernel if its holder dies) is held while building, and whoever waited finds the
-library built. If anything fails (no compiler or ninja, a compile error, a big-endian CPU),
-:func:`ops` warns once, in one line, and returns None: :class:`plait.nn.quant.QuantLinear` then
-dequantises and calls ``F.linear``, which gives the same results, slower.
+library built. A library is loaded only once a ``built`` marker beside it says its build
+finished; a build killed half-way is redone. If anything fails (no compiler or ninja, a compile
+error, a big-endian CPU), :func:`ops` warns once, in one line, and returns None:
+:class:`plait.nn.quant.QuantLinear` then dequantises and calls ``F.linear``, which gives the same
+results, slower.
 """
 
 from __future__ import annotations
@@ -85,26 +87,32 @@ def _build_and_load() -> Any:
     where.mkdir(parents=True, exist_ok=True)
     import fcntl
 
+    built = where / "built"  # written once the library loaded: without it, it may be cut short
     with open(where.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now
-        if not library.is_file():
-            from torch.utils.cpp_extension import load
-
-            print(f"plait: compiling the int8/int4 CPU kernel into {where} (once, about a"
-                  " minute)", file=sys.stderr, flush=True)
-            # torch's own build lock: a file left by a killed build would block us for ever,
-            # and nobody else can be building while we hold the flock
-            (where / "lock").unlink(missing_ok=True)
-            load(NAME, [str(SOURCE)], extra_cflags=flags, build_directory=str(where),
-                 is_python_module=False, verbose=False)
-        else:
+        if built.is_file() and library.is_file():
             torch.ops.load_library(str(library))
+            return torch.ops.plait_quant
+        from torch.utils.cpp_extension import load
+
+        print(f"plait: compiling the int8/int4 CPU kernel into {where} (once, 20-60 s)",
+              file=sys.stderr, flush=True)
+        # a killed build may have left a partial library (loading it would crash the process)
+        # and torch's own build lock, which would block us for ever; nobody else can be
+        # building while we hold the flock
+        library.unlink(missing_ok=True)
+        (where / "lock").unlink(missing_ok=True)
+        load(NAME, [str(SOURCE)], extra_cflags=flags, build_directory=str(where),
+             is_python_module=False, verbose=False)
+        built.write_text(" ".join(flags) + "\n")
     return torch.ops.plait_quant
 
 
 def ops() -> Any:
     """``torch.ops.plait_quant``, built and loaded on the first call; None (after one warning)
     when it cannot be."""
+    if "ops" in _state:  # every forward asks: no lock once settled
+        return _state["ops"]
     with _lock:
         if "ops" not in _state:
             try:
