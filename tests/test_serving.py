@@ -21,6 +21,7 @@ from plait.checkpoint import save_model
 from plait.cli.main import main
 from plait.inference import TextGenerator
 from plait.models.gpt import GPT, GPTConfig
+from plait.nn.quant import QuantLinear
 from plait.serving.app import Server, create_app
 from plait.serving.backends import Limits, load_embedder, load_generator
 from plait.serving.engine import Engine, Job, QueueFullError
@@ -410,7 +411,7 @@ def test_plait_serve_starts_on_loopback_and_refuses_a_taken_port(folders, capsys
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "plait.cli.main", "serve", "--model", str(folders["gpt"]),
-           "--port", str(port)]
+           "--port", str(port), "--quantize", "int8"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):
@@ -420,8 +421,10 @@ def test_plait_serve_starts_on_loopback_and_refuses_a_taken_port(folders, capsys
             except httpx.HTTPError:
                 time.sleep(0.1)
         r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={
-            "model": "tinygpt", "prompt": "hi", "max_tokens": 3})
+            "model": "tinygpt", "prompt": "hi", "max_tokens": 8, "temperature": 0})
         assert r.status_code == 200
+        int8 = TextGenerator.from_folder(folders["gpt"], quantize="int8")
+        assert r.json()["choices"][0]["text"] == int8.generate("hi", max_new_tokens=8)
         assert main(["serve", "--model", str(folders["gpt"]), "--port", str(port)]) == 2
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     finally:
@@ -443,6 +446,21 @@ def test_a_job_whose_prefill_fails_fails_alone(folders, reference):
         assert events[-1].finish == "error" and "pixel_values" in events[-1].error
         want = reference.generate("calm", max_new_tokens=20)
         assert "".join(e.text for e in first) == want == "".join(e.text for e in second)
+    finally:
+        g.close()
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_a_quantized_model_serves_what_it_generates(folders, method):
+    quantized = TextGenerator.from_folder(folders["gpt"], quantize=method)
+    g = load_generator(folders["gpt"], Limits(), quantize=method)
+    try:
+        assert any(isinstance(m, QuantLinear) for m in g.model.modules())
+        ids = quantized.tokenizer.encode("quiet")
+        jobs = [g.engine.submit(g.job(ids, max_tokens=16, temperature=0, top_p=1, stop=(),
+                                      seed=None)) for _ in range(2)]  # two rows, one step
+        want = quantized.generate("quiet", max_new_tokens=16)
+        assert ["".join(e.text for e in job) for job in jobs] == [want, want]
     finally:
         g.close()
 

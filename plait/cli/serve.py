@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-mb", type=float, default=16.0,
                         help="largest request body in MiB (default 16)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                        help="serve every model with int8 (per channel) or int4 (groups of 32)"
+                        " weights (docs/efficiency.md)")
 
 
 def build(args: argparse.Namespace):
@@ -66,9 +69,10 @@ def build(args: argparse.Namespace):
                     max_body_bytes=int(args.max_body_mb * 2**20))
     server = Server(limits=limits)
     try:
-        server.generators = [load_generator(f, limits, args.device) for f in folders]
+        server.generators = [load_generator(f, limits, args.device, args.quantize)
+                             for f in folders]
         if args.embeddings:
-            server.embedder = load_embedder(Path(args.embeddings), args.device)
+            server.embedder = load_embedder(Path(args.embeddings), args.device, args.quantize)
         if args.index:
             server.search = load_search(Path(args.index), args.device)
     except BaseException:

@@ -30,26 +30,27 @@ from plait.inference.text import StopText, TextGenerator
 from plait.inference.vlm import VisionAsker
 
 
-def from_folder(folder: str | Path, device: str | torch.device = "cpu"
+def from_folder(folder: str | Path, device: str | torch.device = "cpu",
+                quantize: str | None = None
                 ) -> TextGenerator | ClipEncoder | SentenceEncoder | VisionAsker:
     """The inference object for what ``folder`` holds: a language model -> TextGenerator, a
     CLIP -> ClipEncoder, a sentence-transformers folder or a BERT -> SentenceEncoder, a
-    vision-language model -> VisionAsker."""
+    vision-language model -> VisionAsker. ``quantize``: "int8" or "int4" weights."""
     from plait.checkpoint import MODEL_KEY, read_model_config
 
     folder = Path(folder)
     if (folder / "modules.json").is_file():
-        return SentenceEncoder.from_folder(folder, device)
+        return SentenceEncoder.from_folder(folder, device, quantize=quantize)
     cfg = read_model_config(folder)
     kind = cfg.get(MODEL_KEY) or cfg.get("model_type")
     if kind in ("gpt", "gpt2"):
-        return TextGenerator.from_folder(folder, device)
+        return TextGenerator.from_folder(folder, device, quantize=quantize)
     if kind == "clip":
-        return ClipEncoder.from_folder(folder, device)
+        return ClipEncoder.from_folder(folder, str(device), quantize=quantize)
     if kind == "bert":
-        return SentenceEncoder.from_folder(folder, device)
+        return SentenceEncoder.from_folder(folder, device, quantize=quantize)
     if kind == "vlm":
-        return VisionAsker.from_folder(folder, str(device))
+        return VisionAsker.from_folder(folder, str(device), quantize=quantize)
     raise ValueError(f"{folder}: nothing to serve for a {kind!r} model (plait serves language"
                      " models, vision-language models, CLIP and sentence encoders)")
 

@@ -44,13 +44,15 @@ class ClipEncoder:
         return self._tokenizer
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str = "cpu") -> ClipEncoder:
+    def from_folder(cls, folder: str | Path, device: str = "cpu",
+                    quantize: str | None = None) -> ClipEncoder:
+        """``quantize``: "int8" or "int4" weights (:func:`plait.load`)."""
         from plait.loading import load
 
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        model = load(folder, device=device)
+        model = load(folder, device=device, quantize=quantize)
         if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
             raise ValueError(f"{folder} holds a {type(model).__name__}, not a CLIP model"
                              " (it needs encode_image and encode_text)")

@@ -62,14 +62,16 @@ class VisionAsker:
         self.batch_size = batch_size
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str = "cpu") -> VisionAsker:
+    def from_folder(cls, folder: str | Path, device: str = "cpu",
+                    quantize: str | None = None) -> VisionAsker:
+        """``quantize``: "int8" or "int4" weights (:func:`plait.load`)."""
         from plait.loading import load
         from plait.text.load import load_tokenizer
 
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
-        model = load(folder, device=device)
+        model = load(folder, device=device, quantize=quantize)
         if not hasattr(model, "image_features"):
             raise ValueError(f"{folder} holds a {type(model).__name__}, not a vision-language"
                              " model: it cannot read images (train one with"

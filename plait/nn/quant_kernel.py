@@ -78,6 +78,19 @@ def build_dir(flags: list[str]) -> Path:
     return cache_dir() / "kernels" / f"quant-{key.hexdigest()[:16]}"
 
 
+def ninja_on_path() -> None:
+    """torch's builder runs ``ninja`` from PATH; a venv's own (the ``ninja`` wheel, a
+    dependency) is not on PATH when the venv's python is run without activating it."""
+    import shutil
+
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 def _build_and_load() -> Any:
     if sys.byteorder != "little":  # the kernel reads packed nibbles as little-endian words
         raise RuntimeError("the kernel assumes a little-endian CPU")
@@ -95,6 +108,7 @@ def _build_and_load() -> Any:
             return torch.ops.plait_quant
         from torch.utils.cpp_extension import load
 
+        ninja_on_path()
         print(f"plait: compiling the int8/int4 CPU kernel into {where} (once, 20-60 s)",
               file=sys.stderr, flush=True)
         # a killed build may have left a partial library (loading it would crash the process)

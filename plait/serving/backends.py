@@ -205,11 +205,12 @@ def decode_image(url: str, max_pixels: int) -> Image.Image:
             raise bad(f"could not decode the image ({reason})") from None
 
 
-def load_generator(folder: Path, limits: Limits, device: str = "cpu") -> Generator:
+def load_generator(folder: Path, limits: Limits, device: str = "cpu",
+                   quantize: str | None = None) -> Generator:
     """A served language model or vision-language model; ValueError for another kind."""
     from plait.inference import TextGenerator, VisionAsker, from_folder
 
-    obj = from_folder(folder, device)
+    obj = from_folder(folder, device, quantize=quantize)
     if isinstance(obj, TextGenerator):
         return Generator(folder, obj.model, obj.tokenizer, limits)
     if isinstance(obj, VisionAsker):
@@ -219,10 +220,10 @@ def load_generator(folder: Path, limits: Limits, device: str = "cpu") -> Generat
                      " --embeddings)")
 
 
-def load_embedder(folder: Path, device: str = "cpu") -> Embedder:
+def load_embedder(folder: Path, device: str = "cpu", quantize: str | None = None) -> Embedder:
     from plait.inference import ClipEncoder, SentenceEncoder, from_folder
 
-    obj = from_folder(folder, device)
+    obj = from_folder(folder, device, quantize=quantize)
     if not isinstance(obj, ClipEncoder | SentenceEncoder):
         raise ValueError(f"{folder} holds a {type(obj).__name__}: --embeddings takes a sentence"
                          " encoder, a BERT or a CLIP folder")
