@@ -55,9 +55,9 @@ KINDS = ("greeting", "name", "repeat", "number-words", "words-number", "date-wor
          "count-letters", "followup-words")
 # how often a kind is drawn for a training question: what is learnt last (copying a name,
 # numbers in words) more often than what is learnt first (letter counts, plus one)
-WEIGHTS = {"greeting": 3, "name": 2, "repeat": 4, "number-words": 4, "words-number": 4,
-           "date-words": 1, "words-date": 3, "next-date": 1, "weekday": 2, "add-one": 1,
-           "subtract-one": 1, "double": 2, "count-letters": 1, "followup-words": 2}
+WEIGHTS = {"greeting": 2, "name": 2, "repeat": 3, "number-words": 3, "words-number": 3,
+           "date-words": 2, "words-date": 3, "next-date": 2, "weekday": 2, "add-one": 2,
+           "subtract-one": 2, "double": 2, "count-letters": 1, "followup-words": 2}
 
 # kind -> (training phrasings, the held-out phrasing); {x} and {y} are the question's values
 PHRASINGS: dict[str, tuple[tuple[str, ...], str]] = {
