@@ -135,12 +135,20 @@ def perplexity(model: nn.Module, data: Path, batch: int = 16) -> float:
 
 
 def ppl(args: argparse.Namespace) -> list[str]:
-    ppls = {"fp32": perplexity(plait.load(args.ppl_model), args.ppl_data)}
-    for method in METHODS:
-        ppls[method] = perplexity(plait.load(args.ppl_model, quantize=method), args.ppl_data)
+    """Perplexity of the trained model in each format, and its greedy tokens against fp32's
+    (a trained model's: a random GPT-2's logits are nearly flat, so its agreement says less)."""
+    from plait.data.tokens import TokenDataset
+
+    models = {"fp32": plait.load(args.ppl_model)}
+    models |= {m: plait.load(args.ppl_model, quantize=m) for m in METHODS}
+    ppls = {k: perplexity(m, args.ppl_data) for k, m in models.items()}
+    x, _ = next(TokenDataset(args.ppl_data, "val").iter_eval_batches(args.prompt, 1))
+    n = min(args.agree_tokens, models["fp32"].config.block_size - args.prompt)
+    checks = agreement(models, x[:1], n)
     return [f"| {args.ppl_model} val perplexity ({args.ppl_data}) | "
             + " | ".join(f"{k} {v:.4f} ({v / ppls['fp32'] - 1:+.2%})" for k, v in ppls.items())
-            + " |"]
+            + " |", f"| {args.ppl_model} greedy from a val prompt | "
+            + " | ".join(f"{k} {checks[k]}" for k in METHODS) + " |"]
 
 
 def minilm(args: argparse.Namespace) -> list[str]:

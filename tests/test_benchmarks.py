@@ -145,3 +145,27 @@ def test_the_quantisation_rows_run_and_agree_with_fp32(capsys):
     assert "agreement 1.000" in rows[1] and "agreement" in rows[2], rows
     mb = [float(r.split("|")[5]) for r in rows]
     assert mb[0] > 3 * mb[1] > 3 * mb[2] * 1.5, mb  # fp32 > int8 > int4 bytes per token
+
+
+def test_the_quantisation_perplexity_rows_cover_every_format(tmp_path, capsys):
+    """`--only ppl`: a character GPT's val perplexity in fp32, int8 and int4, and its greedy
+    tokens against fp32's (int8 of this small model keeps them all)."""
+    from benchmarks import quant_speed
+    from plait.checkpoint import save_model
+    from plait.data.tokens import prepare_text
+    from plait.models.gpt import GPT, GPTConfig
+
+    (tmp_path / "text.txt").write_text("to be or not to be, that is the question.\n" * 40)
+    meta = prepare_text(tmp_path / "text.txt", tmp_path / "data", log=lambda s: None)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=meta["vocab_size"], n_layer=1, n_head=2, n_embd=64,
+                          block_size=64))
+    save_model(model, tmp_path / "model")
+    quant_speed.main(["--only", "ppl", "--ppl-model", str(tmp_path / "model"), "--ppl-data",
+                      str(tmp_path / "data"), "--agree-tokens", "32", "--threads", "1"])
+    ppl_row, agree_row = [ln for ln in capsys.readouterr().out.splitlines()
+                          if ln.startswith(f"| {tmp_path / 'model'}")]
+    assert [c.split()[0] for c in ppl_row.split("|")[2:-1]] == ["fp32", "int8", "int4"]
+    fp32 = float(ppl_row.split("|")[2].split()[1])
+    assert 1 < fp32 < 2 * meta["vocab_size"], ppl_row  # a random model: near the vocabulary
+    assert "int8 agreement" in agree_row and "int4 agreement" in agree_row, agree_row
