@@ -1,4 +1,4 @@
-"""LoRA against full fine-tuning of a GPT-2-sized model, at equal wall-clock time.
+"""LoRA against full fine-tuning of a GPT-2-sized model, on the same data and steps.
 
     python -m experiments.lora_vs_full --base path/to/gpt2 --out runs/lora_vs_full
     python -m experiments.lora_vs_full --out runs/lora_vs_full --pretrain-minutes 20  # no base
@@ -17,14 +17,15 @@ under ``--out``:
 - ``lora``: rank ``--rank`` adapters on ``--targets`` (``[lora]``), only they train
   (``--lora-lr``).
 
-Both fine-tunings get ``--minutes`` of training each (the lr decay follows the clock, so each
-ends its schedule) and are then measured on the whole held-out split. Prints each final val loss,
+Both fine-tunings take ``--steps`` optimizer steps on the same batches (the same seed), or with
+``--minutes`` the same wall-clock time each instead (the lr decay then follows the clock), and
+are then measured on the whole held-out split. Prints each final val loss,
 the steps taken and the trainable fraction, and writes ``<out>/results.json``.
 
-How long: about ``2 x --minutes`` plus three whole-split evaluations and start-up, and
-``--pretrain-minutes`` when there is no base. On one GPU with the defaults that is about
-25 minutes (45 without a base), thousands of steps each. On a 2-core CPU one step of a 124M
-model on 16 x 256 tokens takes tens of seconds, so 10 minutes are a few dozen steps: use a GPU.
+How long: the two runs (``2 x --minutes`` when timed) plus three whole-split evaluations and
+start-up, and ``--pretrain-minutes`` when there is no base: on one GPU a few minutes each. On
+a 2-core CPU one step of a 124M model on 16 x 256 tokens takes tens of seconds: use a GPU, or
+fewer tokens a step (``--batch-size 4 --block-size 128``: a few seconds a step).
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def main() -> None:
     p.add_argument("--base", type=Path, help="a GPT-2-sized model folder with its tokenizer")
     p.add_argument("--out", type=Path, default=Path("runs/lora_vs_full"))
     p.add_argument("--text", type=Path, default=Path("data/tinyshakespeare.txt"))
-    p.add_argument("--minutes", type=float, default=10.0, help="training time per fine-tuning")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps per fine-tuning")
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="equal training time per fine-tuning instead of equal steps")
     p.add_argument("--pretrain-minutes", type=float, default=20.0)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--alpha", type=float, default=16.0)
@@ -133,12 +136,13 @@ def main() -> None:
     data = fine_tune_data(base, text, args.out)
     lora = {"rank": args.rank, "alpha": args.alpha, "dropout": 0.05,
             "targets": args.targets.split(",")}
+    steps = 100_000 if args.minutes > 0 else args.steps  # timed: the clock ends each run
     results = {
         "base": run("base", base, data, args.out, args, lora, 0.0, 0.0, 1),
         "full": run("full", base, data, args.out, args, None, args.full_lr, args.minutes,
-                    100_000),
+                    steps),
         "lora": run("lora", base, data, args.out, args, lora, args.lora_lr, args.minutes,
-                    100_000),
+                    steps),
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nheld-out loss on the second half of {args.text} (nats/token), base {base}:")
