@@ -23,6 +23,7 @@ COMMANDS = Registry("command", {
     "generate": "plait.cli.generate:run",
     "chat": "plait.cli.chat:run",
     "convert": "plait.cli.convert:run",
+    "prune": "plait.cli.prune:run",
     "embed": "plait.cli.embed:run",
     "eval": "plait.cli.eval:run",
     "index": "plait.cli.index:run",
