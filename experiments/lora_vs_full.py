@@ -60,7 +60,8 @@ def write_tokens(tokenizer, text: str, out: Path, vocab_size: int) -> None:
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def pretrain_base(text: str, out: Path, minutes: float, block_size: int) -> Path:
+def pretrain_base(text: str, out: Path, minutes: float, block_size: int,
+                  batch_size: int) -> Path:
     """A GPT-2-sized char model trained on the first half of ``text``; returns its folder."""
     from plait.data.tokens import build_tokenizer
     from plait.training import recipe_from_dict, train
@@ -71,9 +72,9 @@ def pretrain_base(text: str, out: Path, minutes: float, block_size: int) -> Path
     tok.save(data)
     train(recipe_from_dict({
         "model": {**GPT2_SMALL, "block_size": block_size},
-        "data": {"dir": str(data), "batch_size": 16},
+        "data": {"dir": str(data), "batch_size": batch_size},
         "train": {"out_dir": str(out / "pretrained"), "max_steps": 100_000,
-                  "max_minutes": minutes, "lr": 6e-4, "min_lr": 6e-5, "warmup_steps": 200,
+                  "max_minutes": minutes, "lr": 6e-4, "min_lr": 6e-5, "warmup_steps": 50,
                   "eval_interval": 0, "eval_batches": 20, "progress": False},
     }))
     return out / "pretrained"
@@ -132,7 +133,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1337)
     args = p.parse_args()
     text = args.text.read_text(encoding="utf-8")
-    base = args.base or pretrain_base(text, args.out, args.pretrain_minutes, args.block_size)
+    base = args.base or pretrain_base(text, args.out, args.pretrain_minutes, args.block_size,
+                                         args.batch_size)
     data = fine_tune_data(base, text, args.out)
     lora = {"rank": args.rank, "alpha": args.alpha, "dropout": 0.05,
             "targets": args.targets.split(",")}
