@@ -66,15 +66,19 @@ def _few(keys: list[str], n: int = 5) -> str:
 
 def save_model(model: nn.Module, folder: str | Path,
                extra_config: dict[str, Any] | None = None,
-               metadata: dict[str, str] | None = None) -> None:
+               metadata: dict[str, str] | None = None,
+               weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``config.json`` (architecture + config) and ``model.safetensors`` into ``folder``.
 
     ``metadata`` goes into the safetensors header (the trainer records its step there).
+    ``weights``: what to write instead of the model's own tensors (a sharded model's
+    gathered whole weights).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {MODEL_KEY: model_type_of(model), **model.config.to_dict(), **(extra_config or {})}
-    io.write_safetensors(folder / WEIGHTS_NAME, unique_state_dict(model), metadata)
+    weights = unique_state_dict(model) if weights is None else weights
+    io.write_safetensors(folder / WEIGHTS_NAME, weights, metadata)
     io.atomic_write_text(folder / CONFIG_NAME, json.dumps(cfg, indent=2) + "\n")
 
 

@@ -53,8 +53,11 @@ def model_class_for(config: Config) -> type[nn.Module]:
 
 def model_type_of(model: nn.Module) -> str:
     """The ``MODELS`` name of ``model``'s class (what ``config.json`` records)."""
+    kind = type(model)
+    if kind.__bases__[0].__name__ == "FSDPModule":  # FSDP2 made it FSDP<Class>(FSDPModule, Class)
+        kind = kind.__bases__[1]
     for name in MODELS:
-        if type(model) is MODELS.get(name):
+        if kind is MODELS.get(name):
             return name
     raise ValueError(f"{type(model).__name__} is not in plait.models.MODELS")
 

@@ -156,6 +156,7 @@ class ViLBert(_TextAndImage):
         t_mask, _ = make_attn_mask(T, T, causal=False, key_padding=attention_mask)
         t_ctx, v_ctx = AttnInputs(t_mask), AttnInputs(None)
         for tb, vb in zip(self.text_stream.blocks, self.image_stream.blocks, strict=True):
-            t, v = tb(t, t_ctx, v, None), vb(v, v_ctx, t, attention_mask)
+            t, v = (self.text_stream.run(tb, t, t_ctx, v, None),  # both read the old t, v
+                    self.image_stream.run(vb, v, v_ctx, t, attention_mask))
         t, v = self.text_stream.norm(t), self.image_stream.norm(v)
         return self.head(t[:, 0] * v.mean(dim=1))

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from plait.nn.attention import (
     AttnInputs,
@@ -224,12 +225,25 @@ class PostNormBlock(Block):
 
 
 class Stack(nn.Module):
-    """Blocks in sequence, then a final norm (``nn.Identity`` for post-norm stacks)."""
+    """Blocks in sequence, then a final norm (``nn.Identity`` for post-norm stacks).
+
+    ``checkpointing`` (set by :func:`checkpoint_activations`): while gradients are on, each
+    block keeps only its input and recomputes its activations in the backward pass
+    (``torch.utils.checkpoint``, non-reentrant): memory for about one more forward of time.
+    """
 
     def __init__(self, blocks: list[Block], final_norm: nn.Module | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.norm = final_norm if final_norm is not None else nn.Identity()
+        self.checkpointing = False
+
+    def run(self, block: nn.Module, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
+            memory_mask: Tensor | None = None) -> Tensor:
+        """``block(x, ...)``, through ``torch.utils.checkpoint`` when ``checkpointing``."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, ctx, memory, memory_mask, use_reentrant=False)
+        return block(x, ctx, memory, memory_mask)
 
     def forward(self, x: Tensor, ctx: AttnInputs, memory: Tensor | None = None,
                 memory_mask: Tensor | None = None, rows: Tensor | int | None = None) -> Tensor:
@@ -249,7 +263,7 @@ class Stack(nn.Module):
         for i, block in enumerate(self.blocks):
             if i == last and rows is not None:
                 ctx = replace(ctx, rows=rows)
-            x = block(x, ctx, memory, memory_mask)
+            x = self.run(block, x, ctx, memory, memory_mask)
         return self.norm(x)
 
     # -- KV cache management: used by generation, identical for every decoder ------------------
@@ -274,3 +288,16 @@ class Stack(nn.Module):
             if b.cross_attn is not None:
                 b.cross_attn.clear()
                 b.cross_attn.cache_memory = False
+
+
+def checkpoint_activations(model: nn.Module, on: bool = True) -> nn.Module:
+    """Turn activation checkpointing on (or off) in every :class:`Stack` of ``model``; a model
+    without one (ResNet) is an error, not a silent no-op."""
+    stacks = [m for m in model.modules() if isinstance(m, Stack)]
+    if not stacks:
+        raise ValueError(f"activation checkpointing: {type(model).__name__} has no transformer"
+                         f" blocks (plait.nn.Stack) to recompute; set"
+                         f" train.activation_checkpointing = false for it")
+    for stack in stacks:
+        stack.checkpointing = on
+    return model

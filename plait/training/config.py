@@ -36,6 +36,11 @@ class TrainConfig(Config):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
     compile: bool = False  # torch.compile the model
+    # under torchrun: "ddp" keeps a whole replica per rank; "fsdp" shards parameters, gradients
+    # and optimizer state over the ranks (FSDP2, per block); see plait.training.distributed
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    # recompute each transformer block's activations in the backward pass (memory for time)
+    activation_checkpointing: bool = False
     threads: int = 0  # torch CPU threads; 0 = torch's default
     init_from: str = ""  # a plait or Hugging Face model folder to fine-tune (plait.load)
     progress: bool = True  # progress bar on rank 0 (a line every few seconds when not a tty)
@@ -52,6 +57,8 @@ class TrainConfig(Config):
                      "save_interval", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"train.strategy must be 'ddp' or 'fsdp', got {self.strategy!r}")
         if not 0.0 <= self.min_lr <= self.lr:
             raise ValueError(f"train.min_lr ({self.min_lr}) must be in [0, lr={self.lr}]")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

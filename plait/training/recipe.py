@@ -131,6 +131,9 @@ def recipe_from_dict(tree: dict[str, Any]) -> Recipe:
         raise
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(str(e)) from None
+    if lora is not None and train.strategy == "fsdp":
+        raise ConfigError("train.strategy 'fsdp' is not supported with [lora] (only the small"
+                          " adapters train: nothing worth sharding); use 'ddp'")
     stages = tuple(_stage(tree, i, stage) for i, stage in enumerate(_stage_tables(tree)))
     return Recipe(task, arch, model, data, train, stages, model_keys=tuple(model_tree),
                   lora=lora)

@@ -5,8 +5,9 @@
     config.json, model.safetensors   the model (``plait.load(out_dir)`` works at any time)
     tokenizer.json                   copied from the data folder, when the task has one
     recipe.json                      the full recipe the run was started with
-    trainer_state.pt                 optimizer state, step, early-stopping state and every RNG
-                                     state (torch CPU/CUDA, python, numpy), one per rank
+    trainer_state.pt                 optimizer state (whole, keyed by parameter name), step,
+                                     early-stopping state and every RNG state (torch CPU/CUDA,
+                                     python, numpy), one per rank
 
 A ``[lora]`` run writes ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's format,
 naming ``train.init_from`` as the base; :mod:`plait.hf.peft`) and the base's tokenizer files
@@ -74,13 +75,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(out_dir: Path, model: nn.Module, trainer: dict[str, Any],
-                    extra_config: dict[str, Any] | None = None, adapter_base: str = "") -> None:
+                    extra_config: dict[str, Any] | None = None, adapter_base: str = "",
+                    weights: dict[str, torch.Tensor] | None = None) -> None:
     """Write the model folder, then the trainer state (each file atomically).
 
     Args:
         model: the unwrapped model (``distributed.unwrap``).
         trainer: step, optimizer state dict, early-stopping state, ``rng`` (a list, one per rank).
         adapter_base: a ``[lora]`` run's base folder: write only the adapters, for that base.
+        weights: the whole weights of a sharded (FSDP) model, gathered on this rank.
     """
     meta = {"format": "pt", STEP_KEY: str(trainer["step"])}
     if adapter_base:
@@ -89,7 +92,7 @@ def save_checkpoint(out_dir: Path, model: nn.Module, trainer: dict[str, Any],
             if (Path(adapter_base) / name).is_file():
                 copy_file(Path(adapter_base) / name, out_dir / name)
     else:
-        save_model(model, out_dir, extra_config, metadata=meta)
+        save_model(model, out_dir, extra_config, metadata=meta, weights=weights)
     # an earlier run's model of the other kind must not be what plait.load(out_dir) reads
     stale = (CONFIG_NAME, WEIGHTS_NAME) if adapter_base else (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
     for name in stale:

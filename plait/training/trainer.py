@@ -4,7 +4,7 @@ Each optimizer step (``Trainer.train_step``):
 
     for micro in range(grad_accum):            # gradient accumulation
         loss = task.loss(model, batch) / grad_accum   (bf16 autocast on CUDA)
-        loss.backward()                        # DDP all-reduces grads on the last micro-step
+        loss.backward()                        # DDP / FSDP sync grads on the last micro-step
     clip_grad_norm_(grad_clip); lr = lr_at(step); AdamW.step(); zero_grad(set_to_none=True)
 
 The task's ``param_groups`` give AdamW its groups (weight decay on 2-D weights only, per-part
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -32,14 +31,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from plait.checkpoint import unique_state_dict
 from plait.io import atomic_write_text
-from plait.loading import load
-from plait.models import model_classes
-from plait.nn import row_major
+from plait.nn import checkpoint_activations, row_major
 from plait.progress import progress
 from plait.training import distributed
-from plait.training.lora import adapt, require_unchanged
+from plait.training.build import build_model, distributed_rank
+from plait.training.lora import adapt
 from plait.training.optim import make_optimizer, set_lrs
 from plait.training.plotting import METRICS_NAME, PLOT_NAME, MetricsLog, plot_losses
 from plait.training.recipe import Recipe
@@ -53,7 +50,7 @@ from plait.training.state import (
     save_checkpoint,
     set_rng_state,
 )
-from plait.training.tasks import Task, get_task, to_device
+from plait.training.tasks import get_task, to_device
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -62,68 +59,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
-    """A fresh model from ``[model]``, or one started from the ``init_from`` folder.
-
-    ``init_from``: the folder's architecture and config (``plait.load``, plait or Hugging
-    Face) with the keys the recipe's ``[model]`` sets over it, adapted by the task (a
-    classification head where a masked-LM head was, the labels' count); every tensor the two
-    models share by name and shape is copied, and the rest start fresh (``start_from``)."""
-    if not recipe.train.init_from:
-        config = task.model_config(recipe.model)
-        model = model_classes(recipe.arch)[1](config)
-        task.init_model(model)
-        return model.to(device)
-    source = load(recipe.train.init_from, device=device)
-    if type(source) is not model_classes(recipe.arch)[1]:
-        adopted = task.build_from(source, recipe.model, recipe.train.init_from)
-        if adopted is not None:  # e.g. a VLM around a CLIP folder's image tower
-            return adopted.to(device).train()
-    config = source.config
-    if type(recipe.model) is type(config) and recipe.model_keys:
-        config = config.replace(**{k: getattr(recipe.model, k) for k in recipe.model_keys})
-    config = task.model_config(config)
-    if config == source.config:
-        return source.train()
-    if recipe.lora is not None:  # a changed model has new tensors, which would stay frozen
-        require_unchanged(source.config, config)
-    model = type(source)(config)
-    start_from(model, source, recipe.train.init_from)
-    return model.to(device).train()
-
-
-def start_from(model: nn.Module, source: nn.Module, where: str) -> None:
-    """Copy into ``model`` every tensor ``source`` has under the same name; say which are new
-    (the fresh head) and which are left behind (the old head). A tensor both have with
-    different shapes is an error naming it: the two models do not fit."""
-    ours, theirs = unique_state_dict(model), unique_state_dict(source)
-    shared = [k for k in ours if k in theirs]
-    for k in shared:
-        if ours[k].shape != theirs[k].shape:
-            raise ValueError(f"train.init_from {where}: tensor '{k}' is {tuple(theirs[k].shape)}"
-                             f" there but {tuple(ours[k].shape)} in the model to train")
-    if not shared:
-        raise ValueError(f"train.init_from {where}: no tensor in common with the model to train")
-    model.load_state_dict({k: theirs[k] for k in shared}, strict=False)
-    new = [k for k in ours if k not in theirs]
-    left = [k for k in theirs if k not in ours]
-    if distributed_rank() == 0:
-        print(f"init_from {where}: {len(shared)} tensors loaded; new: {_names(new)}; left"
-              f" behind: {_names(left)}", flush=True)
-
-
-def _names(keys: list[str], n: int = 4) -> str:
-    if not keys:
-        return "none"
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def distributed_rank() -> int:
-    """This process's rank under torchrun (0 alone): only rank 0 reports."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def autocast(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -153,19 +88,25 @@ class Trainer:
         self.task = get_task(recipe.task)(recipe.data, t, self.dist)
         self.task.prepare()  # before the clock: a time budget is for steps, not data building
         self.model = adapt(build_model(recipe, self.task, self.device), recipe.lora, t)
-        self.optimizer = make_optimizer(self.task.param_groups(self.model), t, self.device)
+        if t.activation_checkpointing:
+            checkpoint_activations(self.model)
         self.lr = t.lr  # the scheduled rate at train.lr's peak (parts scale from their own)
         self.out = Path(t.out_dir)
         self.metrics = MetricsLog(self.out / METRICS_NAME, enabled=self.dist.is_main)
         self.state: dict[str, Any] = {"step": 0, "best_val": math.inf, "bad_evals": 0,
                                       "seconds": 0.0}
-        if resume:
-            self._restore()
+        saved = load_trainer_state(self.out) if resume else None
+        if saved is not None:  # the whole weights, into the plain model before any sharding
+            load_run_weights(self.out, self.model)  # (or a [lora] run's adapters)
+        # DDP wraps; FSDP shards self.model in place, so the optimizer comes after
+        self.ddp = distributed.wrap(self.model, self.dist, self.device, t.strategy)
+        self.optimizer = make_optimizer(self.task.param_groups(self.model), t, self.device)
+        if saved is not None:
+            self._restore(saved)
         else:
             self._start()
         self._event({"event": "resume" if resume else "start", "step": self.state["step"],
                      "task": recipe.task, "units": self.task.units, **self._parameters()})
-        self.ddp = distributed.wrap(self.model, self.dist, self.device)
         self.net = torch.compile(self.ddp) if t.compile else self.ddp
 
     def _start(self) -> None:
@@ -175,11 +116,12 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.metrics.reset()
 
-    def _restore(self) -> None:
-        """Continue from ``out_dir``: weights, optimizer, progress, RNG, metrics up to the step."""
-        state = load_trainer_state(self.out)
-        load_run_weights(self.out, self.model)  # the whole model, or a [lora] run's adapters
-        self.optimizer.load_state_dict(state["optimizer"])
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``out_dir`` (weights already loaded): optimizer, progress, RNG, metrics
+        up to the step. On another rank count, rank r takes rank r's RNG streams (a new rank a
+        fresh one): the data are the same, dropout masks differ (docs/efficiency.md §4)."""
+        distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"],
+                                         self.dist)
         self.state = {k: state[k] for k in ("step", "best_val", "bad_evals")}
         self.state["seconds"] = state.get("seconds", 0.0)  # training time before the stop
         rngs = state["rng"]
@@ -224,8 +166,7 @@ class Trainer:
             batch = to_device(self.task.train_batch(step, micro), self.device)
             last = micro == A - 1
             # DDP: all-reduce the gradients once, after the last micro-batch
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.ddp.no_sync()
-            with sync:
+            with distributed.no_sync(self.ddp, self.dist, last):
                 with autocast(t.dtype, self.device):
                     loss = self.task.loss(self.net, batch) / A
                 loss.backward()
@@ -290,7 +231,7 @@ class Trainer:
 
     def _evaluate(self, max_batches: int | None) -> dict[str, float]:
         self.model.eval()
-        with torch.no_grad(), autocast(self.t.dtype, self.device):
+        with distributed.whole(self.model), torch.no_grad(), autocast(self.t.dtype, self.device):
             metrics = self.task.evaluate(self.net, self.device, max_batches)
         row_major(self.model)  # an evaluation that generated may have changed weight layouts
         self.model.train()
@@ -349,13 +290,15 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
-        """Write a resumable checkpoint (every rank gathers RNG states; rank 0 writes)."""
+        """Write a resumable checkpoint: every rank gathers RNG states (and under FSDP the
+        whole weights and optimizer state); rank 0 writes."""
         rngs = distributed.all_gather(rng_state(), self.dist)
+        weights = distributed.full_weights(self.model, self.dist)  # None unless sharded
+        optimizer = distributed.optimizer_state(self.model, self.optimizer, self.dist)
         if not self.dist.is_main:
             return
-        state = {**self.state, "optimizer": self.optimizer.state_dict(), "rng": rngs,
-                 "world": self.dist.world}
-        save_checkpoint(self.out, distributed.unwrap(self.model), state,
+        state = {**self.state, "optimizer": optimizer, "rng": rngs, "world": self.dist.world}
+        save_checkpoint(self.out, distributed.unwrap(self.model), state, weights=weights,
                         adapter_base=self.t.init_from if self.recipe.lora else "")
         for src in self.task.files():
             if src.is_file():
