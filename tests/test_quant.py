@@ -6,6 +6,7 @@ dequantised twin generates, plait.load / the CLI take ``quantize``, and mistakes
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -156,6 +157,18 @@ def test_the_cache_folder_and_flags():
     assert "-O3" in quant_kernel.compile_flags()
     assert "-march=native" not in quant_kernel.compile_flags()  # a shared cache stays safe
     assert folder != quant_kernel.build_dir(["-O3"])  # other flags, another library
+
+
+def test_the_kernel_splits_rows_over_torchs_threads(ops):
+    # without -fopenmp, ATen's inlined parallel_for runs everything on one thread, silently
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert ops.threads_used(1000) == min(2, os.cpu_count() or 1)
+        torch.set_num_threads(1)
+        assert ops.threads_used(1000) == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 # -- models -----------------------------------------------------------------------------------

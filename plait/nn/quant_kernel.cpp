@@ -3,7 +3,8 @@
 // Built at first use by plait/nn/quant_kernel.py with the system compiler: with -mavx2 -mfma
 // -mf16c where the CPU has them (V8 below is then a __m256), else as portable C++.
 //
-// Each thread takes a contiguous range of output rows (at::parallel_for, torch's thread count)
+// Each thread takes a contiguous range of output rows (at::parallel_for, torch's thread count;
+// built with -fopenmp, without which ATen's header runs the whole range on one thread)
 // and streams them one row at a time: one sequential stream per thread, which the hardware
 // prefetcher follows (several rows side by side read memory slower, measured). A weight is
 // dequantised in registers once and used for up to 4 rows of x; nothing fp32 the size of W is
@@ -23,6 +24,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -383,6 +385,16 @@ at::Tensor int4_dequant(const at::Tensor& qweight, const at::Tensor& scale,
   return w;
 }
 
+// how many threads at::parallel_for really runs over n items (its split is OpenMP's: without
+// -fopenmp the header falls back to one thread, silently)
+int64_t threads_used(int64_t n) {
+  std::atomic<uint64_t> seen{0};
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    seen.fetch_or(uint64_t{1} << std::min<int64_t>(at::get_thread_num(), 63));
+  });
+  return __builtin_popcountll(seen.load());
+}
+
 }  // namespace
 
 TORCH_LIBRARY(plait_quant, m) {
@@ -390,6 +402,7 @@ TORCH_LIBRARY(plait_quant, m) {
   m.def("int4_linear(Tensor x, Tensor qweight, Tensor scale, Tensor mins, Tensor? bias,"
         " int group) -> Tensor");
   m.def("int4_dequant(Tensor qweight, Tensor scale, Tensor mins, int group, int K) -> Tensor");
+  m.def("threads_used(int n) -> int", &threads_used);
 }
 
 TORCH_LIBRARY_IMPL(plait_quant, CPU, m) {

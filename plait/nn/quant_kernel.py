@@ -6,8 +6,9 @@ Where: ``$PLAIT_CACHE``, else ``$XDG_CACHE_HOME/plait``, else ``~/.cache/plait``
 machine, so an edited source, another torch or a CPU with other instructions builds anew and
 never loads a stale library (a home folder shared between machines is safe).
 
-Flags: ``-O3 -mavx2 -mfma -mf16c`` where torch reports AVX2 (or AVX-512) and the CPU lists
-those three features, else ``-O3`` alone (the portable C++ path of the source). Not
+Flags: ``-O3 -fopenmp -mavx2 -mfma -mf16c`` where torch reports AVX2 (or AVX-512) and the CPU
+lists those three features, else ``-O3 -fopenmp`` (the portable C++ path of the source).
+``-fopenmp`` is what makes ``at::parallel_for`` split the rows over torch's threads. Not
 ``-march=native``: it would let the compiler use whatever this CPU has beyond the key's
 features (AVX-512 on one host of a shared cache) and the library could crash on another.
 ``-ffp-contract=off`` keeps the dequantisation's rounding that of PyTorch's (a multiply, then an
@@ -62,8 +63,9 @@ def cpu_flags() -> set[str]:
 
 
 def compile_flags() -> list[str]:
-    """-O3, plus AVX2 / FMA / F16C where torch and the CPU both have them."""
-    flags = ["-O3", "-ffp-contract=off"]
+    """-O3 and -fopenmp (``at::parallel_for`` is OpenMP inlined from ATen's header: without the
+    flag it runs on one thread), plus AVX2 / FMA / F16C where torch and the CPU both have them."""
+    flags = ["-O3", "-ffp-contract=off", "-fopenmp"]
     capability = torch.backends.cpu.get_cpu_capability()
     if capability in ("AVX2", "AVX512") and {"avx2", "fma", "f16c"} <= cpu_flags():
         flags += ["-mavx2", "-mfma", "-mf16c"]
@@ -116,8 +118,10 @@ def _build_and_load() -> Any:
         # building while we hold the flock
         library.unlink(missing_ok=True)
         (where / "lock").unlink(missing_ok=True)
-        load(NAME, [str(SOURCE)], extra_cflags=flags, build_directory=str(where),
-             is_python_module=False, verbose=False)
+        # -fopenmp links libgomp.so.1: the one torch has loaded already (same soname), so the
+        # kernel's threads are torch's pool
+        load(NAME, [str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+             build_directory=str(where), is_python_module=False, verbose=False)
         built.write_text(" ".join(flags) + "\n")
     return torch.ops.plait_quant
 
