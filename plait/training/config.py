@@ -57,8 +57,6 @@ class TrainConfig(Config):
                      "save_interval", "threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.strategy not in ("ddp", "fsdp"):
-            raise ValueError(f"train.strategy must be 'ddp' or 'fsdp', got {self.strategy!r}")
         if not 0.0 <= self.min_lr <= self.lr:
             raise ValueError(f"train.min_lr ({self.min_lr}) must be in [0, lr={self.lr}]")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
