@@ -134,6 +134,21 @@ def perplexity(model: nn.Module, data: Path, batch: int = 16) -> float:
     return math.exp(loss / count)
 
 
+def decode_perplexity(model: nn.Module, data: Path, batch: int = 4) -> float:
+    """Perplexity of the first ``batch`` val sequences fed one token a step through the KV
+    cache: each product has ``batch`` rows, so the quantised layers run their kernels (the
+    whole-sequence :func:`perplexity` multiplies dequantised weights, as a prefill does)."""
+    from plait.data.tokens import TokenDataset
+
+    x, y = next(TokenDataset(data, "val").iter_eval_batches(model.config.block_size, batch))
+    model.setup_cache(x.shape[0], x.shape[1])
+    loss = 0.0
+    for t in range(x.shape[1]):
+        logits = model(x[:, t:t + 1], input_pos=t)[:, 0]  # (B, V)
+        loss += F.cross_entropy(logits, y[:, t], reduction="sum").item()
+    return math.exp(loss / y.numel())
+
+
 def ppl(args: argparse.Namespace) -> list[str]:
     """Perplexity of the trained model in each format, and its greedy tokens against fp32's
     (a trained model's: a random GPT-2's logits are nearly flat, so its agreement says less)."""
@@ -142,12 +157,17 @@ def ppl(args: argparse.Namespace) -> list[str]:
     models = {"fp32": plait.load(args.ppl_model)}
     models |= {m: plait.load(args.ppl_model, quantize=m) for m in METHODS}
     ppls = {k: perplexity(m, args.ppl_data) for k, m in models.items()}
+    stepped = {k: decode_perplexity(m, args.ppl_data) for k, m in models.items()}
     x, _ = next(TokenDataset(args.ppl_data, "val").iter_eval_batches(args.prompt, 1))
     n = min(args.agree_tokens, models["fp32"].config.block_size - args.prompt)
     checks = agreement(models, x[:1], n)
-    return [f"| {args.ppl_model} val perplexity ({args.ppl_data}) | "
-            + " | ".join(f"{k} {v:.4f} ({v / ppls['fp32'] - 1:+.2%})" for k, v in ppls.items())
-            + " |", f"| {args.ppl_model} greedy from a val prompt | "
+    def row(title: str, values: dict[str, float]) -> str:
+        return (f"| {args.ppl_model} {title} | " + " | ".join(
+            f"{k} {v:.4f} ({v / values['fp32'] - 1:+.2%})" for k, v in values.items()) + " |")
+
+    return [row(f"val perplexity ({args.ppl_data})", ppls),
+            row("val perplexity, 4 sequences one token a step (kernels)", stepped),
+            f"| {args.ppl_model} greedy from a val prompt | "
             + " | ".join(f"{k} {checks[k]}" for k in METHODS) + " |"]
 
 

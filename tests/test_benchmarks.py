@@ -148,8 +148,8 @@ def test_the_quantisation_rows_run_and_agree_with_fp32(capsys):
 
 
 def test_the_quantisation_perplexity_rows_cover_every_format(tmp_path, capsys):
-    """`--only ppl`: a character GPT's val perplexity in fp32, int8 and int4, and its greedy
-    tokens against fp32's (int8 of this small model keeps them all)."""
+    """`--only ppl`: a character GPT's val perplexity in fp32, int8 and int4, whole sequences
+    and one token a step through the kernels, and its greedy tokens against fp32's."""
     from benchmarks import quant_speed
     from plait.checkpoint import save_model
     from plait.data.tokens import prepare_text
@@ -163,9 +163,10 @@ def test_the_quantisation_perplexity_rows_cover_every_format(tmp_path, capsys):
     save_model(model, tmp_path / "model")
     quant_speed.main(["--only", "ppl", "--ppl-model", str(tmp_path / "model"), "--ppl-data",
                       str(tmp_path / "data"), "--agree-tokens", "32", "--threads", "1"])
-    ppl_row, agree_row = [ln for ln in capsys.readouterr().out.splitlines()
-                          if ln.startswith(f"| {tmp_path / 'model'}")]
-    assert [c.split()[0] for c in ppl_row.split("|")[2:-1]] == ["fp32", "int8", "int4"]
-    fp32 = float(ppl_row.split("|")[2].split()[1])
-    assert 1 < fp32 < 2 * meta["vocab_size"], ppl_row  # a random model: near the vocabulary
+    ppl_row, stepped_row, agree_row = [ln for ln in capsys.readouterr().out.splitlines()
+                                       if ln.startswith(f"| {tmp_path / 'model'}")]
+    for row in (ppl_row, stepped_row):
+        assert [c.split()[0] for c in row.split("|")[2:-1]] == ["fp32", "int8", "int4"]
+        fp32 = float(row.split("|")[2].split()[1])
+        assert 1 < fp32 < 2 * meta["vocab_size"], row  # a random model: near the vocabulary
     assert "int8 agreement" in agree_row and "int4 agreement" in agree_row, agree_row

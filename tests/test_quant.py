@@ -24,6 +24,7 @@ from plait.nn.quant import (
     quantize,
     quantize_int4,
     quantize_int8,
+    round_int16,
     unpack_int4,
 )
 
@@ -39,11 +40,12 @@ def ops():
 
 
 def reference(x: torch.Tensor, layer: QuantLinear) -> tuple[torch.Tensor, torch.Tensor]:
-    """x W^T + b in float64 from the dequantised weight, and the scale of its rounding error
-    (sum_k |x_k w_k|: fp32 sums of K terms are off by a few eps times that)."""
+    """x W^T + b in float64 from the dequantised weight (and, for few rows of int4, x rounded as
+    the kernel rounds it), and the scale of its rounding error (sum_k |x_k w_k|: fp32 sums of K
+    terms are off by a few eps times that)."""
     w = layer.dequantize().double()
     b = None if layer.bias is None else layer.bias.double()
-    return F.linear(x.double(), w, b), x.double().abs() @ w.abs().t()
+    return F.linear(layer.kernel_input(x).double(), w, b), x.double().abs() @ w.abs().t()
 
 
 def assert_close_to_reference(y: torch.Tensor, x: torch.Tensor, layer: QuantLinear) -> None:
@@ -64,16 +66,31 @@ def test_int8_is_per_channel_symmetric_and_round_trips_within_half_a_step():
     assert torch.equal(q.abs().amax(1)[[0, 1, 2, 4]], torch.full((4,), 127, dtype=torch.int8))
 
 
-def test_int4_pack_puts_input_8j_plus_l_in_nibble_j_of_word_l():
+def test_int4_pack_puts_inputs_i_and_16_plus_i_of_a_half_block_in_byte_i():
     torch.manual_seed(0)
     q = torch.randint(0, 16, (3, 128), dtype=torch.uint8)
     packed = pack_int4(q)
     assert packed.shape == (3, 64) and torch.equal(unpack_int4(packed), q)
-    words = packed.view(3, 2, 8, 4).to(torch.int64)  # (row, block, word l, byte): little-endian
-    word = sum(words[..., i] << (8 * i) for i in range(4))  # (3, 2, 8)
-    for j in range(8):
-        nibble = (word >> (4 * j)) & 15  # (row, block, l)
-        assert torch.equal(nibble, q.view(3, 2, 8, 8)[:, :, j, :].to(torch.int64))
+    for h in range(4):  # half blocks of 32 inputs, 16 bytes each
+        for i in range(16):
+            byte = packed[:, 16 * h + i]
+            assert torch.equal(byte & 15, q[:, 32 * h + i])
+            assert torch.equal(byte >> 4, q[:, 32 * h + 16 + i])
+
+
+def test_round_int16_keeps_16_bits_per_run_of_32_inputs():
+    torch.manual_seed(0)
+    x = torch.randn(3, 70) * torch.logspace(-3, 3, 70)  # runs of very different sizes
+    x[1, 32:64] = 0.0  # an all-zero run stays zero
+    x[2, 5] = 2.5 * (x[2, :32].abs().max() / 32767)  # a tie: rounds to even
+    y = round_int16(x)
+    assert y.shape == x.shape and (y[1, 32:64] == 0).all()
+    runs = torch.nn.functional.pad(x, (0, 26)).view(3, 3, 32)
+    step = (runs.abs().amax(-1, keepdim=True) / 32767).expand(3, 3, 32).reshape(3, 96)[:, :70]
+    assert ((y - x).abs() <= step / 2 * (1 + 1e-6)).all()  # half a step of its own run
+    r = y / step.clamp_min(1e-30)
+    assert torch.allclose(r, r.round(), atol=1e-3) and r.abs().max() <= 32767.01
+    assert round(float(r[2, 5])) == 2  # ties to even
 
 
 @pytest.mark.parametrize("k, group", [(64, 32), (100, 32), (20, 32), (300, 128), (256, 64)])
@@ -115,6 +132,23 @@ def test_kernel_equals_the_dequantised_product(ops, threads, shapes, rows):
         torch.set_num_threads(before)
 
 
+def test_the_int4_kernel_rounds_x_as_round_int16_does(ops):
+    """x with one large value per run of 32: the small ones round to a few steps, so the
+    rounded product and the plain one differ visibly, and the kernel must give the rounded one
+    (and the dequantising path, without a kernel, the same)."""
+    torch.manual_seed(0)
+    layer = Int4Linear.from_linear(nn.Linear(200, 24), group_size=32)
+    x = torch.rand(3, 200) * 2e-3
+    x[:, ::32] = 100.0  # step 100 / 32767 = 3e-3: the small values round to 0 or one step
+    w = layer.dequantize().double()
+    rounded = F.linear(round_int16(x).double(), w, layer.bias.double())
+    plain = F.linear(x.double(), w, layer.bias.double())
+    assert (rounded - plain).abs().max() > 1e-3
+    torch.testing.assert_close(layer.kernel(ops, x).double(), rounded, rtol=0, atol=1e-4)
+    fallback = F.linear(layer.kernel_input(x), layer.dequantize(), layer.bias)
+    torch.testing.assert_close(fallback.double(), rounded, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("cls, options", LAYERS)
 def test_every_path_of_forward_gives_the_same_result(ops, cls, options):
     """Kernel (few rows), dequantise + GEMM (many rows), non-fp32 input, autograd."""
@@ -126,7 +160,8 @@ def test_every_path_of_forward_gives_the_same_result(ops, cls, options):
     assert_close_to_reference(y.view(6, 40), x.view(6, 96), layer)
     many = torch.randn(layer.kernel_rows + 5, 96)
     assert_close_to_reference(layer(many), many, layer)
-    torch.testing.assert_close(layer(x.double()), layer(x).double(), rtol=1e-5, atol=1e-5)
+    # float64 input: the plain product of the dequantised weight, x not rounded
+    assert_close_to_reference(layer(x.double()).view(6, 40), x.double().view(6, 96), layer)
     x.requires_grad_(True)
     layer(x).sum().backward()  # the input gets its gradient; the stored weight has none
     torch.testing.assert_close(x.grad, layer.dequantize().sum(0).expand_as(x))
@@ -181,17 +216,29 @@ def tiny_gpt(vocab: int = 50) -> GPT:
     return model.eval()
 
 
+class TwinLinear(nn.Linear):
+    """fp32 Linear with a quantised layer's dequantised weight, multiplying what its kernel
+    multiplies (int4, few rows: x rounded to 16 bits per 32 inputs)."""
+
+    def __init__(self, quantised: QuantLinear):
+        super().__init__(quantised.in_features, quantised.out_features,
+                         quantised.bias is not None)
+        self.weight.data = quantised.dequantize()
+        if quantised.bias is not None:
+            self.bias.data = quantised.bias.data.clone()
+        self.kernel_input = quantised.kernel_input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.kernel_input(x), self.weight, self.bias)
+
+
 def dequantized_twin(model: nn.Module) -> nn.Module:
-    """The fp32 model whose Linear weights are the quantised model's dequantised ones."""
+    """The fp32 model whose Linear layers are the quantised model's, dequantised."""
     twin = copy.deepcopy(model)
     for parent in list(twin.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, QuantLinear):
-                lin = nn.Linear(child.in_features, child.out_features, child.bias is not None)
-                lin.weight.data = child.dequantize()
-                if child.bias is not None:
-                    lin.bias.data = child.bias.data.clone()
-                setattr(parent, name, lin)
+                setattr(parent, name, TwinLinear(child))
     return twin
 
 

@@ -15,15 +15,18 @@ Formats (docs/efficiency.md §2):
   ``d_g = (max - min) / 15`` over the group (fp16 each, (out, in / G)). A minimum rather than a
   symmetric scale uses all 16 levels on a group's actual range (llama.cpp's Q4_1); fp16 keeps
   the two numbers to 4 bytes a group, 1 bit per weight at G = 32 (fp32 would cost 2).
-  Two values a byte, in 64-input blocks of 32 bytes read as eight little-endian 32-bit words:
-  word ``l``'s nibble ``j`` (bits 4j..4j+3) is input ``8 j + l`` of the block
-  (:func:`pack_int4`). The kernel then takes eight consecutive inputs with one mask of a 256-bit
-  load, with no shuffle. Inputs are padded to a multiple of 64 (and of G).
+  Two values a byte, 32 inputs in 16 bytes: byte ``i`` of half block ``h`` holds input
+  ``32 h + i`` in its low nibble and ``32 h + 16 + i`` in its high one (:func:`pack_int4`), so
+  a mask and a shift of 16 bytes give two runs of 16 consecutive inputs. Inputs are padded to a
+  multiple of 64 (and of G).
 
 The products run in a C++ kernel (``quant_kernel.cpp``, built at first use by
 :mod:`plait.nn.quant_kernel`) for up to ``kernel_rows`` rows of fp32 CPU input; otherwise (more
 rows, another device or dtype, autograd, or no compiler) the weight is dequantised for the call
-and ``F.linear`` runs: the same results up to float rounding.
+and ``F.linear`` runs: the same results up to float rounding. For its few rows the int4 kernel
+multiplies in integers, with x rounded to 16 bits per 32 inputs (:func:`round_int16`, a
+relative error of at most 2^-16 of the largest |x| of the 32); the dequantising path rounds x
+the same way for as many rows, so both give the same numbers.
 """
 
 from __future__ import annotations
@@ -64,19 +67,28 @@ def padded_inputs(in_features: int, group_size: int) -> int:
 
 
 def pack_int4(q: Tensor) -> Tensor:
-    """(out, Kp) values 0..15, Kp a multiple of 64 -> (out, Kp / 2) uint8 in the block layout
-    of the module docstring."""
+    """(out, Kp) values 0..15, Kp a multiple of 64 -> (out, Kp / 2) uint8: byte i of half block
+    h holds input 32 h + i (low nibble) and 32 h + 16 + i (high nibble)."""
     n, kp = q.shape
-    q = q.to(torch.uint8).view(n, kp // 64, 8, 8).transpose(2, 3)  # (n, block, l, j): 8 j + l
-    return (q[..., 0::2] | (q[..., 1::2] << 4)).reshape(n, kp // 2)  # byte 4 l + i: j = 2i, 2i+1
+    q = q.to(torch.uint8).view(n, kp // 32, 2, 16)  # (n, half block, low / high, i)
+    return (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(n, kp // 2)
 
 
 def unpack_int4(packed: Tensor) -> Tensor:
     """Inverse of :func:`pack_int4`: (out, Kp / 2) uint8 -> (out, Kp) uint8 values 0..15."""
     n, kp = packed.shape[0], packed.shape[1] * 2
-    b = packed.view(n, kp // 64, 8, 4)  # (n, block, l, i)
-    q = torch.stack((b & 15, b >> 4), dim=-1).view(n, kp // 64, 8, 8)  # (n, block, l, j)
-    return q.transpose(2, 3).reshape(n, kp)
+    b = packed.view(n, kp // 32, 1, 16)
+    return torch.cat((b & 15, b >> 4), dim=2).reshape(n, kp)
+
+
+def round_int16(x: Tensor) -> Tensor:
+    """x (fp32, (..., K)) rounded as the int4 kernel rounds it: per run of 32 inputs along the
+    last dimension, ``e = max |x| / 32767`` and ``x ~= e round(x / e)`` (ties to even)."""
+    k = x.shape[-1]
+    runs = F.pad(x, (0, -k % 32)).unflatten(-1, (-1, 32))
+    e = runs.abs().amax(dim=-1, keepdim=True) / 32767
+    r = torch.where(e > 0, torch.round(runs / e), torch.zeros_like(runs))
+    return (r * e).flatten(-2)[..., :k]
 
 
 def quantize_int4(weight: Tensor, group_size: int = 32) -> tuple[Tensor, Tensor, Tensor]:
@@ -137,11 +149,15 @@ class QuantLinear(nn.Module):
     def dequantize_fast(self, ops: Any) -> Tensor:
         return self.dequantize()
 
+    def kernel_input(self, x: Tensor) -> Tensor:
+        """x as the kernel would multiply it, for the dequantising path to multiply the same."""
+        return x
+
     def forward(self, x: Tensor) -> Tensor:
         ops = self._kernel_ops(x)
         if ops is None:  # the plain way: any device, dtype, shape error or autograd
             bias = None if self.bias is None else self.bias.to(x.dtype)
-            return F.linear(x, self.dequantize().to(x.dtype), bias)
+            return F.linear(self.kernel_input(x), self.dequantize().to(x.dtype), bias)
         rows = x.reshape(-1, self.in_features)
         if rows.shape[0] > self.kernel_rows:
             return F.linear(x, self.dequantize_fast(ops), self.bias)
@@ -221,6 +237,12 @@ class Int4Linear(QuantLinear):
     def dequantize_fast(self, ops: Any) -> Tensor:
         return ops.int4_dequant(self.qweight, self.scale, self.mins, self.group_size,
                                 self.in_features)
+
+    def kernel_input(self, x: Tensor) -> Tensor:
+        few = x.shape[-1] == self.in_features and x.numel() <= self.kernel_rows * x.shape[-1]
+        if x.dtype != torch.float32 or not few or (x.requires_grad and torch.is_grad_enabled()):
+            return x  # the kernel would not take it: no rounding
+        return round_int16(x)
 
     def kernel(self, ops: Any, rows: Tensor) -> Tensor:
         return ops.int4_linear(rows, self.qweight, self.scale, self.mins, self.bias,

@@ -7,16 +7,18 @@
 // built with -fopenmp, without which ATen's header runs the whole range on one thread)
 // and streams them one row at a time: one sequential stream per thread, which the hardware
 // prefetcher follows (several rows side by side read memory slower, measured). A weight is
-// dequantised in registers once and used for up to 4 rows of x; nothing fp32 the size of W is
-// ever written. Independent accumulators (along k, per row of x, per half block) hide the FMA
-// latency; they are 8-lane vectors, reduced across lanes once per output.
+// unpacked in registers once and used for up to 4 rows of x; nothing fp32 the size of W is
+// ever written. Independent accumulators hide the FMA latency; they are 8-lane vectors,
+// reduced across lanes once per output.
 //
-// int8 (per output row n, scale s_n):   y[m, n] = s_n sum_k x[m, k] q[n, k] + b_n
-// int4 (group g of G inputs: scale d_g, minimum c_g, w = d_g q + c_g), by half blocks h of 32:
-//   y[m, n] = sum_h d_g(h) (sum_{k in h} x[m, k] q[n, k]) + sum_g c_g (sum_{k in g} x[m, k]) + b_n
-// The inner int4 sums need no shift: nibble j of a 32-bit word, masked in place, is q 16^j,
-// and x was scaled by 16^-j beforehand (exact: powers of two; prepare_int4). So 8 weights cost
-// an AND, a convert and an FMA, as int8's cost a widening load, a convert and an FMA.
+// int8 (per output row n, scale s_n), in fp32:   y[m, n] = s_n sum_k x[m, k] q[n, k] + b_n
+// int4 (group g of G inputs: scale d_g, minimum c_g, w = d_g q + c_g), in integers: x is first
+// rounded to 16 bits per half block h of 32 inputs, x ~= e_h r (r in [-32767, 32767], e_h =
+// max |x| / 32767; prepare_int4), then
+//   y[m, n] = sum_h d_g(h) e_h (sum_{k in h} q[n, k] r[m, k]) + sum_g c_g (sum_{k in g} e r) + b_n
+// The inner sums are exact 32-bit integer dot products of 16-bit values (vpmaddwd: 16 products
+// in one instruction), converted to float once per 32 weights; 64 weights cost about 20
+// instructions for one row of x where multiplying in fp32 took about 26 (and 24 per more row).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -24,6 +26,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -43,10 +46,10 @@ constexpr int64_t kL2Bytes = 1 << 18;  // weight bytes of a row block that meets
 constexpr int64_t kMinWork = 1 << 15;  // weights per thread below which one thread does all
 constexpr int64_t kPrefetch = 512;     // bytes ahead in the weight stream (measured)
 
-// -- eight floats / eight 32-bit words -----------------------------------------------------
+// -- eight floats; sixteen 16-bit integers ---------------------------------------------------
 #ifdef PLAIT_AVX2
 using V8 = __m256;
-using W8 = __m256i;
+using Q16 = __m256i;
 inline V8 vzero() { return _mm256_setzero_ps(); }
 inline V8 vset(float v) { return _mm256_set1_ps(v); }
 inline V8 vload(const float* p) { return _mm256_loadu_ps(p); }
@@ -57,16 +60,28 @@ inline V8 vfma(V8 a, V8 b, V8 c) { return _mm256_fmadd_ps(a, b, c); }
 inline V8 from_i8(const int8_t* p) {  // 8 int8 -> 8 floats
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p)));
 }
-inline W8 wload(const uint8_t* p) { return _mm256_loadu_si256((const __m256i*)p); }
-template <int J>
-inline V8 nibble(W8 w) {  // nibble J of each word, as q 16^J (J = 7: as q)
-  if constexpr (J == 7) return _mm256_cvtepi32_ps(_mm256_srli_epi32(w, 28));
-  else return _mm256_cvtepi32_ps(_mm256_and_si256(w, _mm256_set1_epi32(0xF << (4 * J))));
+// the 32 int4 values of 16 bytes: low nibbles (inputs 0..15), high nibbles (16..31)
+inline void nibbles(const uint8_t* p, Q16& lo, Q16& hi) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)p));
+  lo = _mm256_and_si256(b, _mm256_set1_epi16(15));
+  hi = _mm256_srli_epi16(b, 4);
 }
-template <int J>
-inline V8 nibble_q(W8 w) {  // nibble J of each word, as q
-  const __m256i q = _mm256_and_si256(_mm256_srli_epi32(w, 4 * J), _mm256_set1_epi32(15));
-  return _mm256_cvtepi32_ps(q);
+// sum_k q[k] r[k] over each half of a 64-input block, as floats; lanes 0, 1, 4, 5 hold parts of
+// the first half's sum, lanes 2, 3, 6, 7 of the second's (the order of vphaddd)
+inline V8 block_sums(const Q16 q[4], const int16_t* r) {
+  auto dot = [&](int i) {
+    return _mm256_madd_epi16(q[i], _mm256_loadu_si256((const __m256i*)(r + 16 * i)));
+  };
+  const __m256i h0 = _mm256_add_epi32(dot(0), dot(1)), h1 = _mm256_add_epi32(dot(2), dot(3));
+  return _mm256_cvtepi32_ps(_mm256_hadd_epi32(h0, h1));
+}
+// two fp16 scales (the halves of a block) in block_sums' lane order: a a b b a a b b
+inline V8 pair_scales(const uint16_t* d) {
+  uint32_t two;
+  std::memcpy(&two, d, sizeof two);
+  const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(int(two)));
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(f),
+                                  _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1));
 }
 inline V8 halves8(const uint16_t* h) {  // 8 fp16 -> 8 floats
   return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h));
@@ -80,7 +95,7 @@ inline float half(uint16_t h) { return _cvtsh_ss(h); }
 inline void prefetch(const void* p) { _mm_prefetch((const char*)p, _MM_HINT_T0); }
 #else
 struct V8 { float v[8]; };
-struct W8 { uint32_t v[8]; };
+struct Q16 { int32_t v[16]; };
 #define PLAIT_LANES(expr) for (int l = 0; l < 8; ++l) expr
 inline V8 vzero() { return V8{}; }
 inline V8 vset(float x) { V8 r; PLAIT_LANES(r.v[l] = x); return r; }
@@ -90,16 +105,22 @@ inline V8 vmul(V8 a, V8 b) { PLAIT_LANES(a.v[l] *= b.v[l]); return a; }
 inline V8 vadd(V8 a, V8 b) { PLAIT_LANES(a.v[l] += b.v[l]); return a; }
 inline V8 vfma(V8 a, V8 b, V8 c) { PLAIT_LANES(c.v[l] += a.v[l] * b.v[l]); return c; }
 inline V8 from_i8(const int8_t* p) { V8 r; PLAIT_LANES(r.v[l] = p[l]); return r; }
-inline W8 wload(const uint8_t* p) { W8 r; std::memcpy(r.v, p, sizeof r.v); return r; }
-template <int J>
-inline V8 nibble(W8 w) {
-  V8 r;
-  PLAIT_LANES(r.v[l] = J == 7 ? float(w.v[l] >> 28) : float(int32_t(w.v[l] & (0xFu << 4 * J))));
-  return r;
+inline void nibbles(const uint8_t* p, Q16& lo, Q16& hi) {
+  for (int i = 0; i < 16; ++i) lo.v[i] = p[i] & 15, hi.v[i] = p[i] >> 4;
 }
-template <int J>
-inline V8 nibble_q(W8 w) { V8 r; PLAIT_LANES(r.v[l] = float((w.v[l] >> 4 * J) & 15)); return r; }
+inline V8 block_sums(const Q16 q[4], const int16_t* r) {  // whole sums in lanes 0 and 2
+  int32_t s[2] = {0, 0};
+  for (int i = 0; i < 4; ++i)
+    for (int l = 0; l < 16; ++l) s[i / 2] += q[i].v[l] * int32_t(r[16 * i + l]);
+  V8 out = vzero();
+  out.v[0] = float(s[0]), out.v[2] = float(s[1]);
+  return out;
+}
 inline float half(uint16_t h) { return float(c10::Half(h, c10::Half::from_bits())); }
+inline V8 pair_scales(const uint16_t* d) {
+  const float a = half(d[0]), b = half(d[1]);
+  return V8{{a, a, b, b, a, a, b, b}};
+}
 inline V8 halves8(const uint16_t* h) { V8 r; PLAIT_LANES(r.v[l] = half(h[l])); return r; }
 inline float hsum(V8 v) { float s = 0; PLAIT_LANES(s += v.v[l]); return s; }
 inline void prefetch(const void* p) { __builtin_prefetch(p); }
@@ -107,13 +128,15 @@ inline void prefetch(const void* p) { __builtin_prefetch(p); }
 
 // -- one product: pointers and sizes shared by every thread --------------------------------
 struct Problem {
-  const float* x;          // (M, ldx): int8: x itself; int4: x scaled per nibble
-  int64_t M, K, ldx;       // K: inputs (int8) or padded inputs, a multiple of 64 (int4)
+  const float* x;          // int8: (M, ldx) x itself
+  const int16_t* r;        // int4: (M, ldx) x rounded to 16 bits per 32 inputs, zero padded
+  const float* e;          // int4: (M, lde) the half blocks' steps e_h, 8 lanes per block
+  int64_t M, K, ldx, lde;  // K: inputs (int8) or padded inputs, a multiple of 64 (int4)
   const uint8_t* w; int64_t ldw;  // weight rows, ldw bytes apart
   const float* scale8;     // int8: (N,) fp32
   const uint16_t* scale4;  // int4: (N, groups) fp16 bits
   const uint16_t* mins;    // int4: (N, groups) fp16 bits
-  const float* xsum;       // int4: (M, ldxs): sums of x over each group, zero padded
+  const float* xsum;       // int4: (M, ldxs): sums of e r over each group, zero padded
   int64_t ldxs, groups;
   int group_shift;         // int4: log2(group size)
   const float* bias;       // (N,) or null
@@ -164,8 +187,6 @@ struct Int8Kernel {
 };
 
 struct Int4Kernel {
-  static constexpr int64_t kChunk = 256;  // groups whose scales are made fp32 at a time
-
   // sum_g c_g xsum_g of weight row n and x row m, as 8 lanes
   static V8 min_term(const Problem& p, int64_t n, int64_t m) {
     const uint16_t* c = p.mins + n * p.groups;
@@ -181,44 +202,38 @@ struct Int4Kernel {
     return acc;
   }
 
-  // half block H (inputs 32 H .. 32 H + 31) of one 64-input block against M rows of x
-  template <int M, int H>
-  static inline void half_block(const Problem& p, const float* x, W8 wv, V8 d, V8* acc) {
-    const V8 q0 = nibble<4 * H>(wv), q1 = nibble<4 * H + 1>(wv);
-    const V8 q2 = nibble<4 * H + 2>(wv), q3 = nibble<4 * H + 3>(wv);
+  // block b (inputs 64 b .. 64 b + 63) of weight row w against M rows of x, into acc
+  template <int M>
+  static inline void block(const Problem& p, const uint8_t* w, const uint16_t* d, int64_t b,
+                           int64_t m0, V8* acc) {
+    prefetch(w + 32 * b + kPrefetch);
+    Q16 q[4];
+    nibbles(w + 32 * b, q[0], q[1]);
+    nibbles(w + 32 * b + 16, q[2], q[3]);
+    // d of both halves, in block_sums' lane order (G >= 64: one group covers the block)
+    const V8 dv = p.group_shift == 5 ? pair_scales(d + 2 * b)
+                                     : vset(half(d[(64 * b) >> p.group_shift]));
     PLAIT_UNROLL
     for (int m = 0; m < M; ++m) {
-      const float* xm = x + m * p.ldx + 32 * H;
-      const V8 t = vfma(vload(xm + 24), q3, vfma(vload(xm + 16), q2,  // a fresh short chain
-                        vfma(vload(xm + 8), q1, vmul(vload(xm), q0))));
-      acc[m] = vfma(t, d, acc[m]);
+      const V8 s = block_sums(q, p.r + (m0 + m) * p.ldx + 64 * b);
+      acc[m] = vfma(s, vmul(dv, vload(p.e + (m0 + m) * p.lde + 8 * b)), acc[m]);
     }
   }
 
   template <int M>
   static void run(const Problem& p, int64_t n, int64_t m0) {
-    const float* x = p.x + m0 * p.ldx;
     const uint8_t* w = p.w + n * p.ldw;
-    V8 acc[2][M];  // one per half block
+    const uint16_t* d = p.scale4 + n * p.groups;
+    V8 acc[2][M];  // even and odd blocks: two chains of FMAs
     PLAIT_UNROLL
     for (int m = 0; m < M; ++m) acc[0][m] = acc[1][m] = vzero();
-    float d[kChunk];
-    for (int64_t c0 = 0; c0 < p.groups; c0 += kChunk) {  // groups c0 .. c0 + kChunk - 1
-      const int64_t nc = std::min(kChunk, p.groups - c0);
-      const uint16_t* dh = p.scale4 + n * p.groups + c0;
-      int64_t g = 0;
-      for (; g + 8 <= nc; g += 8) vstore(d + g, halves8(dh + g));
-      for (; g < nc; ++g) d[g] = half(dh[g]);
-      const int64_t b_end = ((c0 + nc) << p.group_shift) / 64;
-      for (int64_t b = (c0 << p.group_shift) / 64; b < b_end; ++b) {
-        prefetch(w + 32 * b + kPrefetch);
-        const W8 wv = wload(w + 32 * b);
-        const int64_t g0 = ((64 * b) >> p.group_shift) - c0;  // the groups of the halves
-        const int64_t g1 = ((64 * b + 32) >> p.group_shift) - c0;
-        half_block<M, 0>(p, x + 64 * b, wv, vset(d[g0]), acc[0]);
-        half_block<M, 1>(p, x + 64 * b, wv, vset(d[g1]), acc[1]);
-      }
+    const int64_t blocks = p.K / 64;
+    int64_t b = 0;
+    for (; b + 2 <= blocks; b += 2) {
+      block<M>(p, w, d, b, m0, acc[0]);
+      block<M>(p, w, d, b + 1, m0, acc[1]);
     }
+    if (b < blocks) block<M>(p, w, d, b, m0, acc[0]);
     PLAIT_UNROLL
     for (int m = 0; m < M; ++m)
       store(p, m0 + m, n, hsum(vadd(vadd(acc[0][m], acc[1][m]), min_term(p, n, m0 + m))));
@@ -298,22 +313,39 @@ at::Tensor int8_linear(const at::Tensor& x_in, const at::Tensor& qweight, const 
   return y;
 }
 
-// x scaled by 16^-j at its place j = (k mod 64) / 8 in a 64-input block (j = 7: unscaled), zero
-// padded to Kp; and the sums of x over each group, zero padded to a multiple of 8 groups
-constexpr float kNibbleScale[8] = {1.0f, 0x1p-4f, 0x1p-8f, 0x1p-12f, 0x1p-16f, 0x1p-20f,
-                                   0x1p-24f, 1.0f};
+// x rounded to 16 bits per half block h of 32 inputs (zero padded to Kp): r = round(x / e_h),
+// e_h = max_{k in h} |x_k| / 32767, ties to even, as plait.nn.quant.round_int16 does in torch;
+// e_h in block_sums' lane order, 8 per block; and the sums of e r over each group, zero padded
+// to a multiple of 8 groups
+struct Rounded {
+  std::vector<int16_t> r;
+  std::vector<float> e, sums;
+};
 
-void prepare_int4(const at::Tensor& x, int64_t Kp, int64_t group, std::vector<float>& xs,
-                  std::vector<float>& sums) {
-  const int64_t M = x.size(0), K = x.size(1), ld = (Kp / group + 7) / 8 * 8;
-  xs.assign(M * Kp, 0.0f);
-  sums.assign(M * ld, 0.0f);
+void prepare_int4(const at::Tensor& x, int64_t Kp, int64_t group, Rounded& out) {
+  const int64_t M = x.size(0), K = x.size(1), blocks = Kp / 64, ld = (Kp / group + 7) / 8 * 8;
+  out.r.assign(M * Kp, 0);
+  out.e.assign(M * blocks * 8, 0.0f);
+  out.sums.assign(M * ld, 0.0f);
   const float* src = x.data_ptr<float>();
   for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) {
-      const float v = src[m * K + k];
-      xs[m * Kp + k] = v * kNibbleScale[(k & 63) >> 3];
-      sums[m * ld + k / group] += v;
+    for (int64_t h = 0; h < Kp / 32; ++h) {
+      const float* v = src + m * K + 32 * h;
+      const int64_t n = std::clamp<int64_t>(K - 32 * h, 0, 32);
+      float top = 0.0f;
+      for (int64_t i = 0; i < n; ++i) top = std::max(top, std::fabs(v[i]));
+      const float e = top / 32767.0f;
+      int32_t total = 0;
+      if (e > 0.0f) {
+        for (int64_t i = 0; i < n; ++i) {
+          const float q = std::clamp(std::nearbyint(v[i] / e), -32767.0f, 32767.0f);
+          out.r[m * Kp + 32 * h + i] = int16_t(q);
+          total += int32_t(q);
+        }
+      }
+      float* lanes = out.e.data() + (m * blocks + h / 2) * 8 + (h & 1) * 2;
+      lanes[0] = lanes[1] = lanes[4] = lanes[5] = e;
+      out.sums[m * ld + 32 * h / group] += e * float(total);
     }
 }
 
@@ -328,14 +360,16 @@ at::Tensor int4_linear(const at::Tensor& x_in, const at::Tensor& qweight, const 
   const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty({x.size(0), qweight.size(0)}, x.options());
   if (y.numel() == 0) return y;
-  std::vector<float> xs, sums;
-  prepare_int4(x, Kp, group, xs, sums);
+  Rounded rounded;
+  prepare_int4(x, Kp, group, rounded);
   Problem p{};
-  p.x = xs.data(), p.M = x.size(0), p.K = Kp, p.ldx = Kp;
+  p.r = rounded.r.data(), p.e = rounded.e.data();
+  p.M = x.size(0), p.K = Kp, p.ldx = Kp, p.lde = Kp / 64 * 8;
   p.w = qweight.data_ptr<uint8_t>(), p.ldw = qweight.size(1);
   p.scale4 = (const uint16_t*)scale.data_ptr<at::Half>();
   p.mins = (const uint16_t*)mins.data_ptr<at::Half>();
-  p.xsum = sums.data(), p.ldxs = sums.size() / x.size(0), p.groups = Kp / group;
+  p.xsum = rounded.sums.data(), p.ldxs = rounded.sums.size() / x.size(0);
+  p.groups = Kp / group;
   while ((int64_t(1) << p.group_shift) < group) ++p.group_shift;
   p.bias = bias ? bias->data_ptr<float>() : nullptr;
   p.y = y.data_ptr<float>(), p.N = qweight.size(0);
@@ -345,15 +379,6 @@ at::Tensor int4_linear(const at::Tensor& x_in, const at::Tensor& qweight, const 
 
 // fp32 W (N, K) = d q + c from the packed int4 rows, for products of many rows (prefill). The
 // multiply and the add round as PyTorch's do (-ffp-contract=off): W is dequantize_int4's.
-template <int J>
-inline void dequant8(W8 wv, V8 d, V8 c, float* out, int64_t valid) {
-  const V8 v = vadd(vmul(nibble_q<J>(wv), d), c);  // inputs 8 J .. 8 J + 7 of the block
-  if (valid >= 8) return vstore(out + 8 * J, v);
-  float tmp[8];
-  vstore(tmp, v);
-  std::memcpy(out + 8 * J, tmp, std::max<int64_t>(valid, 0) * sizeof(float));
-}
-
 at::Tensor int4_dequant(const at::Tensor& qweight, const at::Tensor& scale,
                         const at::Tensor& mins, int64_t group, int64_t K) {
   check_int4(qweight, scale, mins, group);
@@ -365,21 +390,17 @@ at::Tensor int4_dequant(const at::Tensor& qweight, const at::Tensor& scale,
   const uint16_t* c = (const uint16_t*)mins.data_ptr<at::Half>();
   float* out = w.data_ptr<float>();
   at::parallel_for(0, N, std::max<int64_t>(1, kMinWork / Kp), [&](int64_t b, int64_t e) {
+    float row[32];
     for (int64_t n = b; n < e; ++n)
-      for (int64_t k0 = 0; k0 < K; k0 += 64) {
-        const W8 wv = wload(q + n * (Kp / 2) + k0 / 2);
-        const int64_t g0 = n * groups + k0 / group, g1 = n * groups + (k0 + 32) / group;
-        const V8 d0 = vset(half(d[g0])), c0 = vset(half(c[g0]));
-        const V8 d1 = vset(half(d[g1])), c1 = vset(half(c[g1]));
-        float* o = out + n * K + k0;
-        dequant8<0>(wv, d0, c0, o, K - k0);
-        dequant8<1>(wv, d0, c0, o, K - k0 - 8);
-        dequant8<2>(wv, d0, c0, o, K - k0 - 16);
-        dequant8<3>(wv, d0, c0, o, K - k0 - 24);
-        dequant8<4>(wv, d1, c1, o, K - k0 - 32);
-        dequant8<5>(wv, d1, c1, o, K - k0 - 40);
-        dequant8<6>(wv, d1, c1, o, K - k0 - 48);
-        dequant8<7>(wv, d1, c1, o, K - k0 - 56);
+      for (int64_t h = 0; h < Kp / 32 && 32 * h < K; ++h) {  // half block h: 16 bytes
+        const uint8_t* bytes = q + n * (Kp / 2) + 16 * h;
+        const float dh = half(d[n * groups + 32 * h / group]);
+        const float ch = half(c[n * groups + 32 * h / group]);
+        for (int i = 0; i < 16; ++i) {
+          row[i] = float(bytes[i] & 15) * dh + ch;
+          row[16 + i] = float(bytes[i] >> 4) * dh + ch;
+        }
+        std::memcpy(out + n * K + 32 * h, row, std::min<int64_t>(32, K - 32 * h) * sizeof(float));
       }
   });
   return w;
