@@ -206,6 +206,43 @@ def test_the_kernel_splits_rows_over_torchs_threads(ops):
         torch.set_num_threads(before)
 
 
+PORTABLE_CHECK = """
+import torch, torch.nn as nn, torch.nn.functional as F
+from plait.nn import quant_kernel
+from plait.nn.quant import Int4Linear, Int8Linear
+assert "-mavx2" not in quant_kernel.compile_flags(), quant_kernel.compile_flags()
+ops = quant_kernel.ops()
+assert ops is not None
+torch.manual_seed(0)
+for n, k in [(7, 5), (33, 100), (130, 200), (40, 770)]:
+    lin = nn.Linear(k, n)
+    for layer in (Int8Linear.from_linear(lin), Int4Linear.from_linear(lin, group_size=32),
+                  Int4Linear.from_linear(lin, group_size=128)):
+        for m in (1, 3, 6):
+            x = torch.randn(m, k)
+            w = layer.dequantize().double()
+            want = F.linear(layer.kernel_input(x).double(), w, layer.bias.double())
+            err = (layer.kernel(ops, x).double() - want).abs()
+            assert (err <= 1e-5 * (x.double().abs() @ w.abs().t()) + 1e-6).all(), (n, k, m)
+        if isinstance(layer, Int4Linear):
+            assert torch.equal(layer.dequantize_fast(ops), layer.dequantize())
+print("portable kernel ok")
+"""
+
+
+@pytest.mark.slow
+def test_the_portable_kernel_without_avx2_gives_the_same_results(tmp_path):
+    """A CPU without AVX2 gets the source's plain C++ path: built here by telling torch its
+    CPU has no vector extensions (ATEN_CPU_CAPABILITY=default), into a fresh cache."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "PLAIT_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", PORTABLE_CHECK], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "portable kernel ok" in done.stdout, done.stderr[-2000:]
+
+
 # -- models -----------------------------------------------------------------------------------
 def tiny_gpt(vocab: int = 50) -> GPT:
     torch.manual_seed(0)
