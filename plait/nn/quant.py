@@ -216,7 +216,7 @@ class Int4Linear(QuantLinear):
     docstring)."""
 
     method = "int4"
-    kernel_rows = 32
+    kernel_rows = 48
 
     def __init__(self, packed: Tensor, scale: Tensor, mins: Tensor, in_features: int,
                  bias: Tensor | None = None):

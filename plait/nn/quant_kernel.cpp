@@ -86,6 +86,17 @@ inline V8 pair_scales(const uint16_t* d) {
 inline V8 halves8(const uint16_t* h) {  // 8 fp16 -> 8 floats
   return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)h));
 }
+// the 32 weights d q + c of a half block's 16 bytes, in input order (a multiply, then an add)
+inline void dequant32(const uint8_t* p, float d, float c, float* out) {
+  const __m256 dv = _mm256_set1_ps(d), cv = _mm256_set1_ps(c);
+  for (int j = 0; j < 2; ++j) {  // bytes 8 j .. 8 j + 7: inputs 8 j + i and 16 + 8 j + i
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8 * j)));
+    const __m256 lo = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15)));
+    const __m256 hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+    _mm256_storeu_ps(out + 8 * j, _mm256_add_ps(_mm256_mul_ps(lo, dv), cv));
+    _mm256_storeu_ps(out + 16 + 8 * j, _mm256_add_ps(_mm256_mul_ps(hi, dv), cv));
+  }
+}
 inline float hsum(V8 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -122,6 +133,12 @@ inline V8 pair_scales(const uint16_t* d) {
   return V8{{a, a, b, b, a, a, b, b}};
 }
 inline V8 halves8(const uint16_t* h) { V8 r; PLAIT_LANES(r.v[l] = half(h[l])); return r; }
+inline void dequant32(const uint8_t* p, float d, float c, float* out) {
+  for (int i = 0; i < 16; ++i) {
+    out[i] = float(p[i] & 15) * d + c;
+    out[16 + i] = float(p[i] >> 4) * d + c;
+  }
+}
 inline float hsum(V8 v) { float s = 0; PLAIT_LANES(s += v.v[l]); return s; }
 inline void prefetch(const void* p) { __builtin_prefetch(p); }
 #endif
@@ -390,17 +407,17 @@ at::Tensor int4_dequant(const at::Tensor& qweight, const at::Tensor& scale,
   const uint16_t* c = (const uint16_t*)mins.data_ptr<at::Half>();
   float* out = w.data_ptr<float>();
   at::parallel_for(0, N, std::max<int64_t>(1, kMinWork / Kp), [&](int64_t b, int64_t e) {
-    float row[32];
     for (int64_t n = b; n < e; ++n)
-      for (int64_t h = 0; h < Kp / 32 && 32 * h < K; ++h) {  // half block h: 16 bytes
+      for (int64_t h = 0; 32 * h < K; ++h) {  // half block h: 16 bytes, 32 inputs
+        const int64_t g = n * groups + 32 * h / group;
         const uint8_t* bytes = q + n * (Kp / 2) + 16 * h;
-        const float dh = half(d[n * groups + 32 * h / group]);
-        const float ch = half(c[n * groups + 32 * h / group]);
-        for (int i = 0; i < 16; ++i) {
-          row[i] = float(bytes[i] & 15) * dh + ch;
-          row[16 + i] = float(bytes[i] >> 4) * dh + ch;
+        if (32 * h + 32 <= K) {
+          dequant32(bytes, half(d[g]), half(c[g]), out + n * K + 32 * h);
+        } else {  // the row's last, partial half block
+          float row[32];
+          dequant32(bytes, half(d[g]), half(c[g]), row);
+          std::memcpy(out + n * K + 32 * h, row, (K - 32 * h) * sizeof(float));
         }
-        std::memcpy(out + n * K + 32 * h, row, std::min<int64_t>(32, K - 32 * h) * sizeof(float));
       }
   });
   return w;
