@@ -225,6 +225,18 @@ def test_chat_answers_each_piped_line_with_the_history_in_the_prompt(chat_folder
     assert answers[1] == want
 
 
+def test_chat_quantize_answers_as_the_quantised_generator_does(chat_folder, capsys,
+                                                              monkeypatch):
+    from plait.nn.quant import Int8Linear
+
+    code, out, err, prompts = chat(["--model", str(chat_folder), "--max-tokens", "4",
+                                    "--quantize", "int8"], ["Hi"], capsys, monkeypatch)
+    assert code == 0 and err == ""
+    gen = TextGenerator.from_folder(chat_folder, quantize="int8")
+    assert isinstance(gen.model.lm_head, Int8Linear)
+    assert out == gen.generate(prompts[0], stop=["\n"], max_new_tokens=4).strip() + "\n"
+
+
 def test_chat_drops_the_oldest_turns_but_keeps_the_system_message(chat_folder, capsys,
                                                                   monkeypatch):
     lines = ["What is 2 + 3?", "What is 4 + 5?", "What is 6 + 7?"]

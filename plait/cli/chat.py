@@ -2,6 +2,7 @@
 
     plait chat --model runs/chat
     plait chat --model runs/shakespeare_char --system "You are a poet." --temperature 0.8
+    plait chat --model runs/chat --quantize int8
     printf 'Write 437 in words.\\nAnd 438?\\n' | plait chat --model runs/chat
 
 The conversation is rendered with the folder's chat_template.json (plait/text/chat.py), or,
@@ -43,12 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="random seed for reproducible sampling")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="weight-only quantisation for faster CPU decoding (docs/efficiency.md)")
 
 
 def run(args: argparse.Namespace) -> int:
     from plait.inference.chat import Chat
 
-    chat = Chat.from_folder(args.model, device=args.device)
+    chat = Chat.from_folder(args.model, device=args.device, quantize=args.quantize)
     context = chat.context
     if args.max_tokens is None:
         args.max_tokens = DEFAULT_TOKENS if context is None else min(DEFAULT_TOKENS, context // 2)

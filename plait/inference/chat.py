@@ -36,9 +36,11 @@ class Chat:
         self.generator, self.template = generator, template
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu") -> Chat:
-        """A language-model folder (plait or Hugging Face) and its template, or PLAIN."""
-        generator = TextGenerator.from_folder(folder, device)
+    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu",
+                    quantize: str | None = None) -> Chat:
+        """A language-model folder (plait or Hugging Face) and its template, or PLAIN.
+        ``quantize``: "int8" or "int4" weights (:func:`plait.load`)."""
+        generator = TextGenerator.from_folder(folder, device, quantize=quantize)
         return cls(generator, load_template(folder))
 
     @property
