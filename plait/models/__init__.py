@@ -7,6 +7,8 @@ architecture.
 
 from __future__ import annotations
 
+import sys
+
 import torch.nn as nn
 
 from plait.config import Config
@@ -54,8 +56,10 @@ def model_class_for(config: Config) -> type[nn.Module]:
 def model_type_of(model: nn.Module) -> str:
     """The ``MODELS`` name of ``model``'s class (what ``config.json`` records)."""
     kind = type(model)
-    if kind.__bases__[0].__name__ == "FSDPModule":  # FSDP2 made it FSDP<Class>(FSDPModule, Class)
-        kind = kind.__bases__[1]
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # imported by whoever sharded the model
+    if fsdp is not None and issubclass(kind, fsdp.FSDPModule):
+        # fully_shard made the class FSDP<Class>(FSDPModule, Class): the model's is the other
+        kind = next(b for b in kind.__bases__ if not issubclass(b, fsdp.FSDPModule))
     for name in MODELS:
         if kind is MODELS.get(name):
             return name
