@@ -5,6 +5,7 @@
     plait eval --model runs/translate --task translate
     plait eval --model runs/speakers --task classify-speakers
     plait eval --model runs/ner --task ner
+    plait eval --model runs/relations --task relations
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
     plait eval --model runs/speech --task speech
     plait eval --model runs/video_qa --task video-qa
@@ -16,8 +17,8 @@
 clip-shapes: text->image and image->text recall@1/5/10 on held-out scenes whose colour+shape
 pairs never occur in training, and zero-shot accuracy naming the pair of one-shape held-out
 scenes. clip-digits: zero-shot accuracy on held-out digits with unseen prompt templates.
-translate, classify-speakers, ner, mlm, scenes-caption, scenes-vqa, chat: the task's own final
-evaluation (the one training ends with), read with the data settings in the folder's
+translate, classify-speakers, ner, relations, mlm, scenes-caption, scenes-vqa, chat: the task's
+own final evaluation (the one training ends with), read with the data settings in the folder's
 recipe.json (scenes-caption reads a scenes-vqa folder's: the two share their data); speech:
 WER and CER of greedy transcripts of held-out voices, overall and per phrase kind; video-qa:
 accuracy on every question of held-out clips (colour+shape pairs never in training), per
@@ -40,8 +41,9 @@ import tempfile
 from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
-RECIPE_TASKS = ("translate", "classify-speakers", "ner", "mlm", "scenes-caption", "scenes-vqa",
-                "scenes-vqa-classify", "speech", "video-qa", "fusion", "imagine", "chat")
+RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "mlm", "scenes-caption",
+                "scenes-vqa", "scenes-vqa-classify", "speech", "video-qa", "fusion", "imagine",
+                "chat")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

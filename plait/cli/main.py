@@ -32,6 +32,7 @@ COMMANDS = Registry("command", {
     "translate": "plait.cli.translate:run",
     "classify": "plait.cli.classify:run",
     "tag": "plait.cli.tag:run",
+    "relations": "plait.cli.relations:run",
     "caption": "plait.cli.caption:run",
     "ask": "plait.cli.ask:run",
     "transcribe": "plait.cli.transcribe:run",

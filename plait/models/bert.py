@@ -77,8 +77,10 @@ class BertConfig(TransformerConfig):
     pos_encoding: Literal["learned", "rope"] = "learned"
     rope_base: float = 10000.0
     # what the pooler (and so the classify head) reads: [CLS], as BERT; or the mean of the real
-    # tokens (Reimers 2019), a bag of contextual words that a small fine-tuning set fits sooner
-    pooling: Literal["cls", "mean"] = "cls"
+    # tokens (Reimers 2019), a bag of contextual words that a small fine-tuning set fits sooner;
+    # or "markers": the states of two entity-start markers side by side, [h_E1; h_E2] (Baldini
+    # Soares et al. 2019, relation extraction), so the head is 2 n_embd wide
+    pooling: Literal["cls", "mean", "markers"] = "cls"
 
     def __post_init__(self) -> None:
         self.check_transformer(("vocab_size", "block_size", "type_vocab_size"))
@@ -91,7 +93,7 @@ class BertConfig(TransformerConfig):
                              f" {self.num_labels}")
         require_choice(self, "mlp", ACTIVATIONS)  # the MLM head's transform uses it too
         require_choice(self, "pos_encoding", ("learned", "rope"))
-        require_choice(self, "pooling", ("cls", "mean"))
+        require_choice(self, "pooling", ("cls", "mean", "markers"))
 
     @property
     def embed_dim(self) -> int:
@@ -146,7 +148,8 @@ class Classifier(nn.Module):
         super().__init__()
         p = c.dropout if c.classifier_dropout is None else c.classifier_dropout
         self.drop = nn.Dropout(p)
-        self.out = nn.Linear(c.n_embd, c.num_labels)
+        pair = c.head == "classify" and c.pooling == "markers"  # [h_E1; h_E2]
+        self.out = nn.Linear(c.n_embd * (2 if pair else 1), c.num_labels)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.out(self.drop(h))  # (B, num_labels) or (B, T, num_labels)
@@ -189,7 +192,8 @@ class Bert(nn.Module):
         self.emb_proj = nn.Linear(E, c.n_embd) if c.n_embd != E else nn.Identity()
         self.encoder = shared_stack(c)
         # masked-LM and tagging checkpoints have no pooler: their pooled vector is [CLS]'s
-        self.pooler = Pooler(c.n_embd) if c.head in ("none", "classify") else ClsToken()
+        pooled = c.head in ("none", "classify") and c.pooling != "markers"
+        self.pooler = Pooler(c.n_embd) if pooled else ClsToken()
         self.head = make_head(c)
         self.apply(normal_init)
         if c.head == "mlm" and c.tie_embeddings:
@@ -226,14 +230,22 @@ class Bert(nn.Module):
 
     def pool(self, h: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Hidden states (B, T, C) -> the pooled vector (B, C), by ``config.pooling``."""
+        if self.config.pooling == "markers":
+            raise ValueError("pooling 'markers' reads two marker positions: use pool_markers")
         if self.config.pooling == "mean":
             h = masked_mean(h, attention_mask)[:, None]  # (B, 1, C): the pooler reads row 0
         return self.pooler(h)
 
+    def pool_markers(self, h: Tensor, starts: Tensor) -> Tensor:
+        """Hidden states (B, T, C) and the two marker positions of each row (B, 2) -> their
+        states side by side, (B, 2 C)."""
+        rows = torch.arange(h.shape[0], device=h.device)[:, None]  # (B, 1)
+        return h[rows, starts].flatten(1)  # (B, 2, C) -> (B, 2 C)
+
     def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:
         """BERT's pooled vector (B, C); for [CLS], the last layer runs for [CLS] alone."""
-        if self.config.pooling == "mean":
+        if self.config.pooling in ("mean", "markers"):
             return self.pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
         return self.pooler(self(input_ids, attention_mask, token_type_ids, rows=0))
 

@@ -45,19 +45,41 @@ def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
     return model.to(device).train()
 
 
+GROWABLE = ("wte.weight",)  # token embeddings: a tokenizer with added tokens makes them longer
+
+
 def start_from(model: nn.Module, source: nn.Module, where: str) -> None:
     """Copy into ``model`` every tensor ``source`` has under the same name; say which are new
     (the fresh head) and which are left behind (the old head). A tensor both have with
-    different shapes is an error naming it: the two models do not fit."""
+    different shapes is an error naming it (the two models do not fit), except a task head
+    (``head.*``) of another shape, which starts fresh, and a token embedding table that grew
+    because the task's tokenizer added tokens (entity markers): its old rows are copied and
+    the new ones start fresh."""
     ours, theirs = unique_state_dict(model), unique_state_dict(source)
+    # a task head of another shape (a tagger's per-word labels, now a pair classifier's) is
+    # that task's alone: it starts fresh rather than failing the fit
+    theirs = {k: v for k, v in theirs.items()
+              if not (k.startswith("head.") and k in ours and ours[k].shape != v.shape)}
     shared = [k for k in ours if k in theirs]
+    grown = []  # token tables of a tokenizer with added tokens: the old rows copied
     for k in shared:
-        if ours[k].shape != theirs[k].shape:
-            raise ValueError(f"train.init_from {where}: tensor '{k}' is {tuple(theirs[k].shape)}"
-                             f" there but {tuple(ours[k].shape)} in the model to train")
+        if ours[k].shape == theirs[k].shape:
+            continue
+        if k.endswith(GROWABLE) and ours[k].shape[1:] == theirs[k].shape[1:] \
+                and ours[k].shape[0] > theirs[k].shape[0]:
+            grown.append(k)
+            continue
+        raise ValueError(f"train.init_from {where}: tensor '{k}' is {tuple(theirs[k].shape)}"
+                         f" there but {tuple(ours[k].shape)} in the model to train")
     if not shared:
         raise ValueError(f"train.init_from {where}: no tensor in common with the model to train")
-    model.load_state_dict({k: theirs[k] for k in shared}, strict=False)
+    state = {k: theirs[k] for k in shared if k not in grown}
+    for k in grown:  # the added rows keep their fresh initialisation
+        state[k] = torch.cat((theirs[k].to(ours[k]), ours[k][theirs[k].shape[0]:]))
+    model.load_state_dict(state, strict=False)
+    if grown and distributed_rank() == 0:
+        print(f"init_from {where}: grown (new tokens, old rows kept): " + ", ".join(
+            f"{k} {theirs[k].shape[0]} -> {ours[k].shape[0]}" for k in grown), flush=True)
     new = [k for k in ours if k not in theirs]
     left = [k for k in theirs if k not in ours]
     if distributed_rank() == 0:
