@@ -130,7 +130,7 @@ def relations_folder(tmp_path_factory):
         "train": {**FAST, "out_dir": str(out)},
         "stages": [{"name": "tagger", "task": "ner",
                     "data": {"batch_size": 8, "vocab_size": 400, "vocab_sentences": 300,
-                             "heldout": 20}}]})
+                             "heldout": 20, "relation_frames": 0.5}}]})
     train(recipe)
     return out
 
@@ -170,3 +170,19 @@ def test_mistakes_are_one_line_and_exit_code_2(relations_folder, capsys, args, n
     code = main([a.format(folder=relations_folder) for a in args])
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("\n") == 1, err
+
+
+def test_relation_sentences_tag_as_their_spans_say_and_commas_stay_out():
+    import random
+
+    from plait.data.ner import tagged
+    from plait.inference.bert import spans
+
+    s = data.sentence(data.frames("train")[2], "train", random.Random(0))  # an apposition
+    t = tagged(s.text, [(e.type, e.start, e.end) for e in s.entities])
+    got = spans(s.text, list(t.spans), list(t.tags))
+    assert [(e["type"], e["text"]) for e in got] == [(e.type, e.text) for e in s.entities]
+    text = "Anna, a native of Lyon"  # a tagger that ran the comma into the name
+    words = [(0, 4), (4, 5), (6, 7), (8, 14), (15, 17), (18, 22)]
+    got = spans(text, words, ["B-PER", "I-PER", "O", "O", "O", "B-LOC"])
+    assert [e["text"] for e in got] == ["Anna", "Lyon"] and got[0]["end"] == 4

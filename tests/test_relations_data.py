@@ -244,3 +244,19 @@ def test_varied_and_joined_batches_stay_deterministic_and_in_training_frames():
     for p in one:
         assert not ner.is_held_out_entity(p.head.text)
         assert not ner.is_held_out_entity(p.tail.text)
+
+
+def test_sentences_are_the_same_in_every_process():
+    """faker's it_IT cities come from a set, whose order follows each process's string hashing:
+    plait sorts them, so NER and relation sentences do not depend on PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from plait.data import ner, relations as r; import hashlib; print(hashlib.md5("
+            "''.join([s.text for s in ner.sentences('heldout', 200)] + [p.text for p in "
+            "r.sample_pairs('heldout', 200, 0)]).encode()).hexdigest())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+            for seed in ("1", "2", "3")}
+    assert len(outs) == 1, outs

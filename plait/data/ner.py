@@ -136,7 +136,14 @@ DATE_STYLES = ("%B %-d, %Y", "%-d %B %Y", "%Y-%m-%d", "%d/%m/%Y", "%A, %B %-d, %
 
 @lru_cache(maxsize=1)
 def _fakers() -> dict[str, Faker]:
-    return {loc: Faker(loc) for loc in LOCALES}
+    fakers = {loc: Faker(loc) for loc in LOCALES}
+    for fake in fakers.values():
+        # it_IT builds its city list from a set: its order (and so which city a seed draws)
+        # would change with each process's string hashing; sorted, it is the same everywhere
+        for provider in fake.get_providers():
+            if isinstance(getattr(provider, "cities", None), list):
+                provider.cities = sorted(provider.cities)
+    return fakers
 
 
 def draw(kind: str, split: Split, rng: random.Random) -> str:
@@ -175,6 +182,12 @@ def fill(frame: str, rng: random.Random, split: Split) -> Sentence:
         text += value
         pos = m.end()
     text += frame[pos:]
+    return tagged(text, entities)
+
+
+def tagged(text: str, entities: list[tuple[str, int, int]]) -> Sentence:
+    """A text and its entities' (type, start, end) character spans, split into BIO-tagged
+    words."""
     words, spans, tags = [], [], []
     for word, (start, end) in _PRE.pre_tokenize_str(text):
         tag = "O"

@@ -114,7 +114,8 @@ class Tagger:
 
 def spans(text: str, offsets: list[tuple[int, int]], tags: list[str]) -> list[dict[str, Any]]:
     """BIO word labels -> entity spans. An I- that does not continue an entity of its type
-    starts one (as seqeval's default, lenient scheme reads it)."""
+    starts one (as seqeval's default, lenient scheme reads it); a comma, semicolon or colon
+    the tagger put at an entity's end is left out of it."""
     out: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for (start, end), tag in zip(offsets, tags, strict=True):
@@ -127,5 +128,9 @@ def spans(text: str, offsets: list[tuple[int, int]], tags: list[str]) -> list[di
         else:
             current = {"type": kind, "start": start, "end": end}
             out.append(current)
+    for e in out:  # a comma after a name ("Anna Weber, a native of ...") is not the name's
+        while e["end"] > e["start"] + 1 and text[e["end"] - 1] in ",;:":
+            e["end"] -= 1
+        e["end"] = e["start"] + len(text[e["start"]:e["end"]].rstrip())
     return [{"type": e["type"], "text": text[e["start"]:e["end"]], "start": e["start"],
              "end": e["end"]} for e in out]

@@ -40,6 +40,10 @@ class NERData(Config):
     max_length: int = 96
     vary_words: float = 0.6  # share of a frame's own words swapped for random English words
     join: float = 0.5  # share of training examples made of two frames in a row
+    # share of training examples that are instead sentences of the relation frames
+    # (plait.data.relations, training split): a tagger for relation extraction then also knows
+    # its appositions and relative clauses ("Anna Weber, a native of Lyon, ...")
+    relation_frames: float = 0.0
     seed: int = 0
     dir: str = ""  # where tokenizer.json is written; "" = <train.out_dir>/data
 
@@ -47,6 +51,8 @@ class NERData(Config):
         if min(self.batch_size, self.vocab_size, self.vocab_sentences, self.heldout) <= 0:
             raise ValueError("data.batch_size, vocab_size, vocab_sentences and heldout must be"
                              " > 0")
+        if not 0 <= self.relation_frames <= 1:
+            raise ValueError("data.relation_frames must be in [0, 1]")
 
 
 class NERTask(Task):
@@ -101,7 +107,27 @@ class NERTask(Task):
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
         rows = data.batch_sentences(self.data.seed + self.train.seed, step, micro, B,
                                     self.data.vary_words, self.data.join)
+        if self.data.relation_frames > 0:
+            rows = self.with_relation_sentences(rows, step, micro)
         return self.batch(rows[r * B // W:(r + 1) * B // W])
+
+    def with_relation_sentences(self, rows: list[data.Sentence], step: int,
+                                micro: int) -> list[data.Sentence]:
+        """Each row replaced, with probability ``relation_frames``, by a training sentence of
+        the relation frames, tagged from its entity spans."""
+        import random
+
+        from plait.data import relations
+
+        rng = random.Random(f"ner-relations/{self.data.seed + self.train.seed}/{step}/{micro}")
+        fs = relations.frames("train")
+        out = []
+        for row in rows:
+            if rng.random() < self.data.relation_frames:
+                s = relations.sentence(rng.choice(fs), "train", rng)
+                row = data.tagged(s.text, [(e.type, e.start, e.end) for e in s.entities])
+            out.append(row)
+        return out
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
         """Through the (possibly DDP-wrapped) encoder, then the tagging head: (B, T, labels)."""
