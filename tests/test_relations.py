@@ -12,9 +12,9 @@ import torch
 from plait.cli.main import main
 from plait.data import relations as data
 from plait.models import Bert, BertConfig
+from plait.text.relations import allowed, encode_pairs, typed_logits, with_markers
 from plait.training import recipe_from_dict, train
 from plait.training.build import start_from
-from plait.training.tasks.relations import allowed, encode_pairs, typed_logits, with_markers
 
 TINY_BERT = {"arch": "bert", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_inner": 64,
              "block_size": 128, "dropout": 0.0, "pos_encoding": "rope"}

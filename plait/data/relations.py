@@ -29,13 +29,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from plait.data.ner import common_words, draw
+from plait.text.relations import (
+    CANDIDATE_TYPES,
+    LABELS,
+    MARKERS,
+    RELATIONS,
+    TYPES_OF,
+    Entity,
+    Pair,
+    mark,
+)
 
-RELATIONS = ("works for", "born in", "located in", "founded on")
-LABELS = ("none", *RELATIONS)
-TYPES_OF = {"works for": ("PER", "ORG"), "born in": ("PER", "LOC"),
-            "located in": ("ORG", "LOC"), "founded on": ("ORG", "DATE")}
-CANDIDATE_TYPES = frozenset(TYPES_OF.values())  # ordered (head type, tail type) pairs
-MARKERS = ("[E1]", "[/E1]", "[E2]", "[/E2]")
+__all__ = ["CANDIDATE_TYPES", "LABELS", "MARKERS", "RELATIONS", "TYPES_OF", "Entity", "Pair",
+           "mark"]  # the text side, re-exported: the data's names for them
+
 Split = Literal["train", "heldout"]
 
 SLOT = re.compile(r"\{(PER|LOC|ORG|DATE)(\d+)\}")
@@ -48,26 +55,10 @@ class Frame:
 
 
 @dataclass(frozen=True)
-class Entity:
-    type: str
-    text: str
-    start: int  # character span in the sentence
-    end: int
-
-
-@dataclass(frozen=True)
 class Sentence:
     text: str
     entities: tuple[Entity, ...]  # in order of appearance
     relations: tuple[tuple[int, str, int], ...]  # (head entity index, relation, tail index)
-
-
-@dataclass(frozen=True)
-class Pair:
-    text: str
-    head: Entity
-    tail: Entity
-    label: str  # one of LABELS
 
 
 def _frame(template: str, *facts: str) -> Frame:
@@ -294,18 +285,6 @@ def sample_pairs(split: Split, n_sentences: int, seed: int) -> list[Pair]:
     rng = random.Random(f"relations/{split}/{seed}")
     fs = frames(split)
     return [p for k in range(n_sentences) for p in pairs(sentence(fs[k % len(fs)], split, rng))]
-
-
-def mark(pair: Pair) -> str:
-    """The text with ``[E1] head [/E1]`` and ``[E2] tail [/E2]`` around the two spans (in
-    whichever order they appear); the characters outside the spans are unchanged."""
-    e1, e1_end, e2, e2_end = MARKERS
-    spans = sorted([(pair.head, e1, e1_end), (pair.tail, e2, e2_end)], key=lambda s: s[0].start)
-    out, pos = "", 0
-    for entity, open_, close in spans:
-        out += f"{pair.text[pos:entity.start]}{open_} {pair.text[entity.start:entity.end]} {close}"
-        pos = entity.end
-    return out + pair.text[pos:]
 
 
 def between(pair: Pair) -> str:

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from plait.data import relations as data
 from plait.inference.bert import Tagger
+from plait.text import relations as data
 
 
 class RelationExtractor:
@@ -67,17 +67,15 @@ class RelationExtractor:
     @torch.no_grad()
     def classify(self, pairs: list[data.Pair], batch_size: int = 64) -> list[tuple[str, float]]:
         """(label, probability) of each pair."""
-        from plait.training.tasks.relations import allowed, encode_pairs, typed_logits
-
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i:i + batch_size]
-            ids, mask, starts, _ = encode_pairs(self.tokenizer, chunk,
+            ids, mask, starts, _ = data.encode_pairs(self.tokenizer, chunk,
                                                 self.model.config.block_size)
             h = self.model(ids.to(device), mask.to(device))
             logits = self.model.head(self.model.pool_markers(h, starts.to(device)))
-            probs = typed_logits(logits, allowed(chunk).to(device)).softmax(-1)
+            probs = data.typed_logits(logits, data.allowed(chunk).to(device)).softmax(-1)
             best = probs.max(-1)
             out += [(self.labels[j], p) for p, j in zip(best.values.tolist(),
                                                       best.indices.tolist(), strict=True)]

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import relations as data
-from plait.text.base import pad_batch
+from plait.text.relations import allowed, encode_pairs, typed_logits, with_markers
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.losses import CrossEntropy
@@ -60,63 +60,6 @@ class RelationsData(Config):
             raise ValueError(f"data.max_length must be at least 8, got {self.max_length}")
         if not (0 <= self.vary_words <= 1 and 0 <= self.joined <= 1):
             raise ValueError("data.vary_words and data.joined must be in [0, 1]")
-
-
-def with_markers(tokenizer: Any) -> Any:
-    """The tokenizer with the four entity markers as added special tokens (kept if there)."""
-    tokenizer.backend.add_special_tokens(list(data.MARKERS))
-    return tokenizer
-
-
-def encode_pairs(tokenizer: Any, pairs: list[data.Pair], max_length: int,
-                 skip_long: bool = False) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-    """(input_ids, attention_mask, starts, kept): the marked sentences right-padded, each row's
-    [E1] and [E2] positions (B, 2), and which pairs the rows are. A sentence longer than
-    ``max_length`` pieces keeps a window around its two entities; entities too far apart for
-    any window are a ValueError, or left out with ``skip_long`` (training draws them at random)."""
-    marks = [tokenizer.backend.token_to_id(m) for m in data.MARKERS]
-    rows, starts, kept = [], [], []
-    for k, p in enumerate(pairs):
-        ids = tokenizer.encode(data.mark(p))  # [CLS] ... [SEP]
-        if len(ids) > max_length:
-            try:
-                ids = window(ids, marks, max_length, p.text)
-            except ValueError:
-                if skip_long:
-                    continue
-                raise
-        rows.append(ids)
-        starts.append((ids.index(marks[0]), ids.index(marks[2])))
-        kept.append(k)
-    ids, mask = pad_batch(rows, tokenizer.pad_token_id)
-    return ids, mask, torch.tensor(starts, dtype=torch.long).view(-1, 2), kept
-
-
-def window(ids: list[int], marks: list[int], max_length: int, text: str) -> list[int]:
-    """[CLS] + the ``max_length - 2`` inner pieces around the four markers + [SEP]."""
-    inner = ids[1:-1]
-    where = [inner.index(m) for m in marks]
-    first, last = min(where), max(where)
-    room = max_length - 2
-    if last - first + 1 > room:
-        raise ValueError(f"the two entities are more than {max_length} pieces apart: their"
-                         f" entity markers were cut off ({text[:60]!r}...)")
-    begin = max(0, min(first - (room - (last - first + 1)) // 2, len(inner) - room))
-    return [ids[0], *inner[begin:begin + room], ids[-1]]
-
-
-def allowed(pairs: list[data.Pair]) -> Tensor:
-    """(B, labels) True where a label can hold between the pair's types: "none", and the one
-    relation whose types they are (a person and a place can be "born in", never "located
-    in"), so the classifier only decides whether that relation holds."""
-    return torch.tensor([[label == "none" or data.TYPES_OF[label] == (p.head.type, p.tail.type)
-                          for label in data.LABELS] for p in pairs])
-
-
-def typed_logits(logits: Tensor, allowed: Tensor) -> Tensor:
-    """Logits with the labels the types rule out pushed far down (finite: label smoothing
-    still gets a finite loss, with no gradient through them)."""
-    return logits.masked_fill(~allowed, -1e4)
 
 
 @lru_cache(maxsize=4)
