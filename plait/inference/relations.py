@@ -39,7 +39,6 @@ class RelationExtractor:
             raise ValueError(f"the relation model's labels are {model.config.labels}; this"
                              f" reads {data.LABELS}")
         self.tagger, self.model, self.tokenizer = tagger, model, tokenizer
-        self.labels = data.LABELS
         self._lock = threading.Lock()
 
     @classmethod
@@ -77,7 +76,7 @@ class RelationExtractor:
             logits = self.model.head(self.model.pool_markers(h, starts.to(device)))
             probs = data.typed_logits(logits, data.allowed(chunk).to(device)).softmax(-1)
             best = probs.max(-1)
-            out += [(self.labels[j], p) for p, j in zip(best.values.tolist(),
+            out += [(data.LABELS[j], p) for p, j in zip(best.values.tolist(),
                                                       best.indices.tolist(), strict=True)]
         return out
 

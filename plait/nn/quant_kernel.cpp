@@ -53,7 +53,6 @@ using Q16 = __m256i;
 inline V8 vzero() { return _mm256_setzero_ps(); }
 inline V8 vset(float v) { return _mm256_set1_ps(v); }
 inline V8 vload(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstore(float* p, V8 v) { _mm256_storeu_ps(p, v); }
 inline V8 vmul(V8 a, V8 b) { return _mm256_mul_ps(a, b); }
 inline V8 vadd(V8 a, V8 b) { return _mm256_add_ps(a, b); }
 inline V8 vfma(V8 a, V8 b, V8 c) { return _mm256_fmadd_ps(a, b, c); }
@@ -111,7 +110,6 @@ struct Q16 { int32_t v[16]; };
 inline V8 vzero() { return V8{}; }
 inline V8 vset(float x) { V8 r; PLAIT_LANES(r.v[l] = x); return r; }
 inline V8 vload(const float* p) { V8 r; std::memcpy(r.v, p, sizeof r.v); return r; }
-inline void vstore(float* p, V8 v) { std::memcpy(p, v.v, sizeof v.v); }
 inline V8 vmul(V8 a, V8 b) { PLAIT_LANES(a.v[l] *= b.v[l]); return a; }
 inline V8 vadd(V8 a, V8 b) { PLAIT_LANES(a.v[l] += b.v[l]); return a; }
 inline V8 vfma(V8 a, V8 b, V8 c) { PLAIT_LANES(c.v[l] += a.v[l] * b.v[l]); return c; }

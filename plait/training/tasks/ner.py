@@ -10,6 +10,7 @@ evaluation tags held-out sentences and reports entity-level precision, recall an
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,8 +116,6 @@ class NERTask(Task):
                                 micro: int) -> list[data.Sentence]:
         """Each row replaced, with probability ``relation_frames``, by a training sentence of
         the relation frames, tagged from its entity spans."""
-        import random
-
         from plait.data import relations
 
         rng = random.Random(f"ner-relations/{self.data.seed + self.train.seed}/{step}/{micro}")
