@@ -6,6 +6,7 @@
     plait eval --model runs/speakers --task classify-speakers
     plait eval --model runs/ner --task ner
     plait eval --model runs/relations --task relations
+    plait eval --model runs/recommend --task recommend
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
     plait eval --model runs/speech --task speech
     plait eval --model runs/video_qa --task video-qa
@@ -41,9 +42,9 @@ import tempfile
 from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
-RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "mlm", "scenes-caption",
-                "scenes-vqa", "scenes-vqa-classify", "speech", "video-qa", "fusion", "imagine",
-                "chat")
+RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "recommend", "mlm",
+                "scenes-caption", "scenes-vqa", "scenes-vqa-classify", "speech", "video-qa",
+                "fusion", "imagine", "chat")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if args.task == "fusion":  # one row of docs/fusion.md's table
         print(fusion_row(args, metrics))
         return 0
+    width = max(20, *map(len, metrics))
     for name, value in metrics.items():
-        print(f"{name:>20}  {value:.4f}")
+        print(f"{name:>{width}}  {value:.4f}")
     return 0
 
 

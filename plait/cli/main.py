@@ -33,6 +33,7 @@ COMMANDS = Registry("command", {
     "classify": "plait.cli.classify:run",
     "tag": "plait.cli.tag:run",
     "relations": "plait.cli.relations:run",
+    "recommend": "plait.cli.recommend:run",
     "caption": "plait.cli.caption:run",
     "ask": "plait.cli.ask:run",
     "transcribe": "plait.cli.transcribe:run",

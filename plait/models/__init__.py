@@ -35,6 +35,7 @@ MODELS = Registry("model architecture", {
     "visualbert-video": "plait.models.video:VideoVisualBert",
     "fusion": "plait.models.fusion:Fusion",
     "imagine": "plait.models.imagine:Imagine",
+    "two-tower": "plait.models.two_tower:TwoTower",
 })
 
 

@@ -57,6 +57,7 @@ TASKS = Registry("task", {
     "classify-speakers": "plait.training.tasks.classify:SpeakersTask",
     "ner": "plait.training.tasks.ner:NERTask",
     "relations": "plait.training.tasks.relations:RelationsTask",
+    "recommend": "plait.training.tasks.recommend:RecommendTask",
     "scenes-caption": "plait.training.tasks.vlm:ScenesCaptionTask",
     "scenes-vqa": "plait.training.tasks.vlm:ScenesVQATask",
     "scenes-vqa-classify": "plait.training.tasks.vqa_classify:ScenesVQAClassifyTask",
