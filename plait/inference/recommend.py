@@ -19,7 +19,6 @@ from PIL import Image
 from plait.io import read_json, read_safetensors
 
 
-
 def picture_key(image: Image.Image) -> str:
     """A digest of a picture's size and RGB pixels: equal for the same picture however it was
     saved (PNG compression, metadata), different for any other."""
