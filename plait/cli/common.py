@@ -3,8 +3,10 @@ results written one per line as they are ready (with a progress bar on a termina
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from plait.progress import is_terminal, progress
@@ -35,3 +37,20 @@ def in_chunks(texts: list[str], work: Callable[[list[str]], list[T]],
         yield from work(chunk)
         bar.update(len(chunk))
     bar.close()
+
+
+def writable(path: Path) -> None:
+    """A ValueError naming why ``path`` cannot take a picture, if it cannot."""
+    from PIL import Image
+
+    known = Image.registered_extensions()
+    if path.suffix.lower() not in known or known[path.suffix.lower()] not in Image.SAVE:
+        raise ValueError(f"cannot write a picture to {path}: give a file name ending in an image"
+                         " type, e.g. .png")
+    if path.is_dir():
+        raise ValueError(f"cannot write a picture to {path}: it is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write a picture to {path}: no directory {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"cannot write a picture to {path}: permission denied")

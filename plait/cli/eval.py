@@ -7,6 +7,7 @@
     plait eval --model runs/ner --task ner
     plait eval --model runs/relations --task relations
     plait eval --model runs/recommend --task recommend
+    plait eval --model runs/detect_scenes --task detect     (or segment_scenes --task segment)
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
     plait eval --model runs/speech --task speech
     plait eval --model runs/video_qa --task video-qa
@@ -42,7 +43,8 @@ import tempfile
 from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
-RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "recommend", "mlm",
+RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "recommend", "detect",
+                "segment", "mlm",
                 "scenes-caption", "scenes-vqa", "scenes-vqa-classify", "speech", "video-qa",
                 "fusion", "imagine", "chat")
 

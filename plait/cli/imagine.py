@@ -13,8 +13,9 @@ checked before anything is drawn.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from plait.cli.common import writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,23 +48,6 @@ def outputs(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
     for path in [*files, *([grid] if grid else [])]:
         writable(path)
     return files, grid
-
-
-def writable(path: Path) -> None:
-    """A ValueError naming why ``path`` cannot take a picture, if it cannot."""
-    from PIL import Image
-
-    known = Image.registered_extensions()
-    if path.suffix.lower() not in known or known[path.suffix.lower()] not in Image.SAVE:
-        raise ValueError(f"cannot write a picture to {path}: give a file name ending in an image"
-                         " type, e.g. .png")
-    if path.is_dir():
-        raise ValueError(f"cannot write a picture to {path}: it is a directory")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ValueError(f"cannot write a picture to {path}: no directory {parent}")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"cannot write a picture to {path}: permission denied")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,8 @@ COMMANDS = Registry("command", {
     "tag": "plait.cli.tag:run",
     "relations": "plait.cli.relations:run",
     "recommend": "plait.cli.recommend:run",
+    "detect": "plait.cli.detect:run",
+    "segment": "plait.cli.segment:run",
     "caption": "plait.cli.caption:run",
     "ask": "plait.cli.ask:run",
     "transcribe": "plait.cli.transcribe:run",

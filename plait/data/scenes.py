@@ -293,13 +293,15 @@ def render(shapes: list[Shape], size: int = 64) -> Image.Image:
     img = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(img)
     for s in shapes:
-        _draw(draw, s, size)
+        draw_shape(draw, s, size)
     return img
 
 
-def _draw(draw: ImageDraw.ImageDraw, s: Shape, size: int) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, s: Shape, size: int,
+               fill: tuple[int, int, int] | int | None = None) -> None:
+    """Draw ``s`` on a ``size`` canvas in its colour, or in ``fill`` (a mask's value)."""
     cx, cy, r = s.x * size, s.y * size, SIZES[s.size] * size
-    fill = COLOURS[s.colour]
+    fill = COLOURS[s.colour] if fill is None else fill
     if s.kind == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif s.kind == "square":

@@ -36,6 +36,8 @@ MODELS = Registry("model architecture", {
     "fusion": "plait.models.fusion:Fusion",
     "imagine": "plait.models.imagine:Imagine",
     "two-tower": "plait.models.two_tower:TwoTower",
+    "detector": "plait.models.detect:Detector",
+    "segmenter": "plait.models.segment:Segmenter",
 })
 
 

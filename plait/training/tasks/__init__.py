@@ -58,6 +58,8 @@ TASKS = Registry("task", {
     "ner": "plait.training.tasks.ner:NERTask",
     "relations": "plait.training.tasks.relations:RelationsTask",
     "recommend": "plait.training.tasks.recommend:RecommendTask",
+    "detect": "plait.training.tasks.detect:DetectTask",
+    "segment": "plait.training.tasks.segment:SegmentTask",
     "scenes-caption": "plait.training.tasks.vlm:ScenesCaptionTask",
     "scenes-vqa": "plait.training.tasks.vlm:ScenesVQATask",
     "scenes-vqa-classify": "plait.training.tasks.vqa_classify:ScenesVQAClassifyTask",
