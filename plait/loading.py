@@ -34,6 +34,21 @@ def load(folder: str | Path, device: str | torch.device = "cpu", *,
     return hf.load(folder, device=device)
 
 
+def load_as(folder: str | Path, kind: type, what: str, recipe: str,
+            device: str | torch.device = "cpu") -> nn.Module:
+    """:func:`load` for a command that needs one architecture: a missing folder or a model of
+    another class is one line naming it, ``what`` it should have been and the ``recipe`` that
+    trains one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    model = load(folder, device=device)
+    if not isinstance(model, kind):
+        raise ValueError(f"{folder} holds a {type(model).__name__}, not {what} (plait train"
+                         f" {recipe})")
+    return model
+
+
 def load_adapter(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The base model an adapter folder names (a plait or Hugging Face folder), with the
     adapter's LoRA layers added, unmerged (``plait.nn.lora.merge`` folds them in)."""

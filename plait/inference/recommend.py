@@ -39,16 +39,12 @@ class Recommender:
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = "cpu") -> Recommender:
         from plait.inference.clip import ClipEncoder
-        from plait.loading import load
+        from plait.loading import load_as
         from plait.models.two_tower import TwoTower
 
         folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        model = load(folder, device=device)
-        if not isinstance(model, TwoTower):
-            raise ValueError(f"{folder} holds a {type(model).__name__}, not a two-tower"
-                             " recommender (plait train configs/recommend.toml)")
+        model = load_as(folder, TwoTower, "a two-tower recommender", "configs/recommend.toml",
+                        device)
         cat = folder / "catalogue.json"
         if not cat.is_file():
             raise FileNotFoundError(f"no catalogue.json in {folder}: not a recommender folder")

@@ -20,17 +20,10 @@ from plait.vision import ImageConfig, normalize, read_preprocessor_config, to_te
 
 
 def load_kind(folder: str | Path, cls: type, what: str, recipe: str, device: str):
-    """The model in ``folder`` if it is a ``cls``, else one line naming what it is."""
-    from plait.loading import load
+    """(the model in ``folder``, checked to be a ``cls``; its image preprocessing)."""
+    from plait.loading import load_as
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    model = load(folder, device=device)
-    if not isinstance(model, cls):
-        raise ValueError(f"{folder} holds a {type(model).__name__}, not {what} (plait train"
-                         f" {recipe})")
-    return model, read_preprocessor_config(folder)
+    return load_as(folder, cls, what, recipe, device), read_preprocessor_config(folder)
 
 
 def to_pixels(images: list[Image.Image], config: ImageConfig, device) -> torch.Tensor:
