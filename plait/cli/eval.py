@@ -8,6 +8,7 @@
     plait eval --model runs/relations --task relations
     plait eval --model runs/recommend --task recommend
     plait eval --model runs/detect_scenes --task detect     (or segment_scenes --task segment)
+    plait eval --model runs/video_caption --task video-caption
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
     plait eval --model runs/speech --task speech
     plait eval --model runs/video_qa --task video-qa
@@ -44,7 +45,7 @@ from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
 RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "recommend", "detect",
-                "segment", "mlm",
+                "segment", "video-caption", "mlm",
                 "scenes-caption", "scenes-vqa", "scenes-vqa-classify", "speech", "video-qa",
                 "fusion", "imagine", "chat")
 

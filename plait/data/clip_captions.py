@@ -23,34 +23,20 @@ from __future__ import annotations
 
 import re
 
-from plait.data.clips import DIRECTIONS, Clip, Track
+from plait.data.clips import DIRECTIONS, Clip
 from plait.data.scenes import COLOURS, KINDS
-
-Fact = tuple[str, str, str, str]  # (colour, kind, motion, direction); "still" twice if still
-
-
-def event(track: Track) -> str:
-    s = track.shape
-    name = f"{'an' if s.colour[0] in 'aeiou' else 'a'} {s.colour} {s.kind}"
-    if track.motion == "still":
-        return f"{name} stays still"
-    if track.motion == "cross":
-        return f"{name} moves {track.direction}"
-    verb = "leaves" if track.motion == "leave" else "enters"
-    return f"{name} {verb} the picture moving {track.direction}"
-
-
-def caption(clip: Clip) -> str:
-    """The clip's one sentence (events in colour order)."""
-    order = list(COLOURS)
-    events = [event(t) for t in sorted(clip.tracks, key=lambda t: order.index(t.shape.colour))]
-    return events[0] if len(events) == 1 else ", ".join(events[:-1]) + " and " + events[-1]
+from plait.text.events import Fact, event, sentence
 
 
 def truth(clip: Clip) -> tuple[Fact, ...]:
     """The clip's facts, sorted."""
     return tuple(sorted((t.shape.colour, t.shape.kind, t.motion, t.direction)
                         for t in clip.tracks))
+
+
+def caption(clip: Clip) -> str:
+    """The clip's one sentence."""
+    return sentence(truth(clip), tuple(COLOURS))
 
 
 _DIR = "|".join(DIRECTIONS)
@@ -92,4 +78,4 @@ def content_scores(captions: list[str], clips: list[Clip]) -> dict[str, float]:
             "fact_recall": hit / max(true, 1)}
 
 
-__all__ = ["Fact", "caption", "content_scores", "event", "facts", "truth"]
+__all__ = ["Fact", "caption", "content_scores", "event", "facts", "sentence", "truth"]

@@ -38,6 +38,7 @@ MODELS = Registry("model architecture", {
     "two-tower": "plait.models.two_tower:TwoTower",
     "detector": "plait.models.detect:Detector",
     "segmenter": "plait.models.segment:Segmenter",
+    "clip-captioner": "plait.models.video_caption:ClipCaptioner",
 })
 
 

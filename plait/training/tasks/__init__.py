@@ -60,6 +60,7 @@ TASKS = Registry("task", {
     "recommend": "plait.training.tasks.recommend:RecommendTask",
     "detect": "plait.training.tasks.detect:DetectTask",
     "segment": "plait.training.tasks.segment:SegmentTask",
+    "video-caption": "plait.training.tasks.video_caption:VideoCaptionTask",
     "scenes-caption": "plait.training.tasks.vlm:ScenesCaptionTask",
     "scenes-vqa": "plait.training.tasks.vlm:ScenesVQATask",
     "scenes-vqa-classify": "plait.training.tasks.vqa_classify:ScenesVQAClassifyTask",
