@@ -35,12 +35,24 @@ def test_the_captioner_gives_every_query_its_logits_and_a_pointer():
 def test_pixel_tokens_are_the_mean_colour_feature_of_each_tubelet():
     m = tiny_model()
     frames = torch.randn(1, 8, 3, 48, 48)
-    tokens = m.pixel_tokens(frames)  # (1, 2 * 36, stem)
+    feats, logits = m.pixels(frames)  # the 2 x 2 means' features and colour logits
     small = torch.nn.functional.avg_pool2d(frames[0], 2)  # (8, 3, 24, 24)
-    feats = m.stem(small.permute(0, 2, 3, 1))  # (8, 24, 24, s)
+    assert torch.allclose(feats[0], m.stem(small.permute(0, 2, 3, 1)), atol=1e-6)
+    assert logits.shape == (1, 8, 24, 24, 7)
+    tokens = m.pixel_tokens(feats)  # (1, 2 * 36, stem)
     # token (tubelet 1, row 2, column 5): frames 4-7, pixels 8-11 x 20-23 of the half picture
-    expected = feats[4:8, 8:12, 20:24].mean((0, 1, 2))
+    expected = feats[0, 4:8, 8:12, 20:24].mean((0, 1, 2))
     assert torch.allclose(tokens[0, 36 + 2 * 6 + 5], expected, atol=1e-5)
+
+
+def test_kind_and_motion_see_the_clip_only_through_its_silhouette():
+    m = tiny_model()
+    a, b = torch.randn(1, 8, 3, 48, 48), torch.randn(1, 8, 3, 48, 48)
+    fixed = m.pixels(a)
+    m.pixels = lambda frames: fixed  # the same per-pixel colours for both clips
+    out_a, out_b = m(a), m(b)
+    assert torch.equal(out_a["kind"], out_b["kind"]) and torch.equal(out_a["event"],
+                                                                      out_b["event"])
 
 
 def test_describe_keeps_one_fact_per_colour_the_likelier():
@@ -66,7 +78,9 @@ def test_the_loss_is_its_formula_on_the_matched_pairs(tmp_path):
     batch = task.batch([clip_at(i, "train") for i in range(3)])
     torch.manual_seed(0)
     out = {"objectness": torch.randn(3, 4), "colour": torch.randn(3, 4, 6),
-           "kind": torch.randn(3, 4, 4), "event": torch.randn(3, 4, len(EVENTS))}
+           "kind": torch.randn(3, 4, 4), "event": torch.randn(3, 4, len(EVENTS)),
+           "pixel_colour": torch.randn(3, 8, 24, 24, 7)}
+    assert batch["pixel_colour"].shape == (3, 8, 24, 24)
     pairs = task.match(out, batch)
     target, terms = torch.zeros(3, 4), []
     for b, (q, t) in enumerate(pairs):
@@ -78,8 +92,10 @@ def test_the_loss_is_its_formula_on_the_matched_pairs(tmp_path):
     p = torch.sigmoid(out["objectness"])
     bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
     per_head = torch.stack(terms).mean()  # each head's CE is a mean over the matched pairs
-    assert float(task.loss(lambda x: out, batch)) == pytest.approx(float(bce + per_head),
-                                                                  rel=1e-5)
+    pixels = -out["pixel_colour"].log_softmax(-1).gather(
+        -1, batch["pixel_colour"][..., None]).mean()
+    assert float(task.loss(lambda x: out, batch)) == pytest.approx(
+        float(bce + per_head + pixels), rel=1e-5)
 
 
 # -- end to end --------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ caption is the sentence those facts make (:mod:`plait.data.clip_captions`).
 
 Each clip's queries are matched one to one to its shapes by the Hungarian algorithm on
 ``-p(object) p(colour) p(kind) p(event)``, and the loss is binary cross-entropy of every
-query's objectness plus, over matched pairs, cross-entropy of colour, kind and event.
+query's objectness, cross-entropy of every pixel's colour (or background), and, over matched
+pairs, cross-entropy of colour, kind and event.
 
 Training clips are fresh at every step, none showing a held-out colour + kind pair; the
 evaluation captions held-out clips (each showing one) and scores content (the share of
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data.clip_captions import caption, content_scores, sentence
-from plait.data.clips import Clip, clip_at
+from plait.data.clips import Clip, clip_at, palette_frames
 from plait.data.scenes import COLOURS, KINDS
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
@@ -90,7 +91,12 @@ class VideoCaptionTask(Task):
                 targets["kind"][b, j] = KINDS.index(t.shape.kind)
                 targets["event"][b, j] = EVENTS.index((t.motion, t.direction))
         frames = [clip.frames(self.data.image_size) for clip in clips]
-        return {"frames": clip_pixels(frames, self.image_config), **targets}
+        # each 2 x 2 block's palette index (its top-left pixel's): 0 the background, else 1 +
+        # the colour's index in COLOURS
+        pixel = torch.from_numpy(np.stack([palette_frames(c, self.data.image_size)[:, ::2, ::2]
+                                           for c in clips]).astype(np.int64))
+        return {"frames": clip_pixels(frames, self.image_config), "pixel_colour": pixel,
+                **targets}
 
     def train_batch(self, step: int, micro: int) -> Batch:
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
@@ -123,6 +129,9 @@ class VideoCaptionTask(Task):
         target = torch.zeros_like(out["objectness"])
         target[b_idx, q_idx] = 1.0
         loss = F.binary_cross_entropy_with_logits(out["objectness"], target)
+        if "pixel_colour" in batch:
+            loss = loss + F.cross_entropy(out["pixel_colour"].flatten(0, 3),
+                                          batch["pixel_colour"].flatten())
         for k in ("colour", "kind", "event"):
             loss = loss + F.cross_entropy(out[k][b_idx, q_idx], batch[k][b_idx, t_idx])
         return loss
