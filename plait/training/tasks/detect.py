@@ -66,6 +66,20 @@ def pixels_of(images: list, config: ImageConfig) -> Tensor:
     return normalize(torch.stack([to_tensor(im) for im in images]), config.mean, config.std)
 
 
+def set_loss(objectness: Tensor, pairs: list[tuple[Tensor, Tensor]]
+             ) -> tuple[Tensor, tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """A set predictor's matched pairs over a batch: (the objectness loss, binary cross-entropy
+    with 1 for every matched query and 0 for the rest; the matched (picture, query) indices;
+    the matched (picture, object) indices)."""
+    b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(pairs)])
+    q_idx = torch.cat([q for q, _ in pairs])
+    t_idx = torch.cat([t for _, t in pairs])
+    target = torch.zeros_like(objectness)
+    target[b_idx, q_idx] = 1.0
+    return (F.binary_cross_entropy_with_logits(objectness, target), (b_idx, q_idx),
+            (b_idx, t_idx))
+
+
 class SceneTask(Task):
     """What detection and segmentation share: the pictures, fresh each step, and held-out
     scenes; the preprocessing written beside the weights."""
@@ -146,15 +160,8 @@ class DetectTask(SceneTask):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         out = model(batch["pixel_values"])
-        pairs = self.match(out, batch)
-        b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(pairs)])
-        q_idx = torch.cat([q for q, _ in pairs])
-        t_idx = torch.cat([t for _, t in pairs])
-        target_obj = torch.zeros_like(out["objectness"])
-        target_obj[b_idx, q_idx] = 1.0
-        loss = F.binary_cross_entropy_with_logits(out["objectness"], target_obj)
-        if len(q_idx):
-            pred, tgt = (b_idx, q_idx), (b_idx, t_idx)
+        loss, pred, tgt = set_loss(out["objectness"], self.match(out, batch))
+        if len(pred[0]):
             pred_box, box = out["boxes"][pred], batch["boxes"][tgt]
             c = self.data
             loss = loss + (F.cross_entropy(out["colour"][pred], batch["colour"][tgt])

@@ -31,6 +31,7 @@ from plait.data.scenes import COLOURS, KINDS
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.tasks import Batch, Task
+from plait.training.tasks.detect import set_loss
 from plait.vision import ImageConfig, normalize, write_preprocessor_config
 from plait.vision.boxes import hungarian_match
 
@@ -122,18 +123,12 @@ class VideoCaptionTask(Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         out = model(batch["frames"])
-        pairs = self.match(out, batch)
-        b_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(pairs)])
-        q_idx = torch.cat([q for q, _ in pairs])
-        t_idx = torch.cat([t for _, t in pairs])
-        target = torch.zeros_like(out["objectness"])
-        target[b_idx, q_idx] = 1.0
-        loss = F.binary_cross_entropy_with_logits(out["objectness"], target)
+        loss, pred, tgt = set_loss(out["objectness"], self.match(out, batch))
         if "pixel_colour" in batch:
             loss = loss + F.cross_entropy(out["pixel_colour"].flatten(0, 3),
                                           batch["pixel_colour"].flatten())
         for k in ("colour", "kind", "event"):
-            loss = loss + F.cross_entropy(out[k][b_idx, q_idx], batch[k][b_idx, t_idx])
+            loss = loss + F.cross_entropy(out[k][pred], batch[k][tgt])
         return loss
 
     def evaluate(self, model: nn.Module, device: torch.device,
