@@ -6,11 +6,13 @@
     plait eval --model runs/speakers --task classify-speakers
     plait eval --model runs/ner --task ner
     plait eval --model runs/relations --task relations
+    plait eval --model runs/summarise --task summarise
     plait eval --model runs/recommend --task recommend
     plait eval --model runs/detect_scenes --task detect     (or segment_scenes --task segment)
     plait eval --model runs/video_caption --task video-caption
     plait eval --model runs/vlm_scenes --task scenes-vqa     (or scenes-caption)
     plait eval --model runs/speech --task speech
+    plait eval --model runs/tts --task tts [--asr runs/speech]
     plait eval --model runs/video_qa --task video-qa
     plait eval --model runs/fusion_scenes --task fusion [--without audio]
     plait eval --model runs/imagine_scenes --task imagine
@@ -44,8 +46,8 @@ import tempfile
 from pathlib import Path
 
 CLIP_TASKS = ("clip-shapes", "clip-digits")
-RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "recommend", "detect",
-                "segment", "video-caption", "mlm",
+RECIPE_TASKS = ("translate", "classify-speakers", "ner", "relations", "summarise", "recommend",
+                "detect", "segment", "video-caption", "tts", "mlm",
                 "scenes-caption", "scenes-vqa", "scenes-vqa-classify", "speech", "video-qa",
                 "fusion", "imagine", "chat")
 
@@ -58,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         " (CLIP tasks and voice-qa's scenes; the others read it from"
                         " recipe.json)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--asr", metavar="DIR", help="voice-qa: the speech recognition folder")
+    parser.add_argument("--asr", metavar="DIR", help="voice-qa, tts: the speech recognition"
+                        " folder (tts: default the recipe's data.asr)")
     parser.add_argument("--n", type=int, default=200, help="voice-qa: questions asked")
     parser.add_argument("--without", action="append", default=[], metavar="MODALITY",
                         choices=("text", "image", "audio"),
@@ -132,6 +135,8 @@ def from_recipe(args: argparse.Namespace) -> dict[str, float]:
     same_data = trained in TASKS and TASKS.get(trained).data_config is task_cls.data_config
     data_tree = recipe.get("data", {}) if same_data else {}
     data_tree = {k: v for k, v in data_tree.items() if k != "dir"}
+    if args.task == "tts" and args.asr:  # the recogniser that judges, if not the recipe's
+        data_tree["asr"] = args.asr
     data = task_cls.data_config.from_dict(data_tree, where="data")
     model = load(folder, device=args.device)
     with tempfile.TemporaryDirectory() as tmp:  # files the task builds go nowhere

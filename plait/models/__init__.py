@@ -39,6 +39,8 @@ MODELS = Registry("model architecture", {
     "detector": "plait.models.detect:Detector",
     "segmenter": "plait.models.segment:Segmenter",
     "clip-captioner": "plait.models.video_caption:ClipCaptioner",
+    "pointer-generator": "plait.models.pointer:PointerGenerator",
+    "tts": "plait.models.tts:TTS",
 })
 
 
