@@ -16,9 +16,9 @@ from plait.training import recipe_from_dict, train
 TINY = {"n_layer": 1, "n_dec_layer": 1, "n_head": 2, "n_embd": 32, "stem": 8, "tubelet": 4}
 
 
-def tiny_model() -> ClipCaptioner:
+def tiny_model(**kw) -> ClipCaptioner:
     torch.manual_seed(0)
-    return ClipCaptioner(ClipCaptionerConfig(**TINY)).eval()
+    return ClipCaptioner(ClipCaptionerConfig(**{**TINY, **kw})).eval()
 
 
 def test_the_captioner_gives_every_query_its_logits_and_a_pointer():
@@ -45,8 +45,9 @@ def test_pixel_tokens_are_the_mean_colour_feature_of_each_tubelet():
     assert torch.allclose(tokens[0, 36 + 2 * 6 + 5], expected, atol=1e-5)
 
 
-def test_kind_and_motion_see_the_clip_only_through_its_silhouette():
-    m = tiny_model()
+@pytest.mark.parametrize("shape_channels", [0, 4])
+def test_kind_and_motion_see_the_clip_only_through_its_silhouette(shape_channels):
+    m = tiny_model(shape_channels=shape_channels)
     a, b = torch.randn(1, 8, 3, 48, 48), torch.randn(1, 8, 3, 48, 48)
     fixed = m.pixels(a)
     m.pixels = lambda frames: fixed  # the same per-pixel colours for both clips

@@ -6,7 +6,7 @@ moving up").
     pixels  C_p = MLP(x_p)       per-pixel colour logits (background first), S_p its last hidden;
                                  x: the frames' 2 x 2 means (a quarter of the work)
             s_p = 1 - softmax(C_p)_background        the silhouette (detached)
-    tokens  u = W Tubelet_k,p(s) + P_space + P_time             (T/k * N, d)   ViViT's tubelet
+    tokens  u = W Tubelet_k,p(Conv(s)) + P_space + P_time       (T/k * N, d)   ViViT's tubelet
     memory  M = Encoder(u)                                                   embedding
     queries q = Decoder(e; memory = M)                         (Q, d)   DETR's set decoder
     per query:  o = w_o q                                      objectness (a logit)
@@ -14,7 +14,9 @@ moving up").
                 a = softmax(W_a q . (W_b M)^T / sqrt(d))       where the query looks
                 c = W_c sum_i a_i S_i                          colour from those tokens' pixels
 
-``S_i`` is the mean of the per-pixel MLP's features over token ``i``'s pixels: it sees colours
+``Conv`` is two 3 x 3 convolutions per frame with ``shape_channels`` channels (outlines as
+local features; 0: the identity). ``S_i`` is the mean of the per-pixel MLP's features over
+token ``i``'s pixels: it sees colours
 and nothing else. The encoder reads the silhouettes, a clip with no colour in it, so the kind
 and the motion cannot follow the colour; the colour is read from the pixels the query points
 at. (A first version read the RGB clip: on held-out clips 151 of the 238 shapes of held-out
@@ -59,6 +61,9 @@ class ClipCaptionerConfig(TransformerConfig):
     norm_eps: float = 1e-5
     dropout: float = 0.0
     stem: int = 16  # width of the per-pixel colour features
+    # 3 x 3 convolutions (per frame, this many channels) on the silhouettes before the tubelet
+    # embedding: outlines as local features; 0 = the tubelets read the silhouettes directly
+    shape_channels: int = 0
     colours: tuple[str, ...] = COLOUR_NAMES
     kinds: tuple[str, ...] = KIND_NAMES
 
@@ -73,6 +78,8 @@ class ClipCaptionerConfig(TransformerConfig):
                              f" ({self.tubelet})")
         if self.n_embd % 4:
             raise ValueError(f"n_embd must be divisible by 4, got {self.n_embd}")
+        if self.shape_channels < 0:
+            raise ValueError(f"shape_channels must be >= 0, got {self.shape_channels}")
 
     @property
     def grid(self) -> int:
@@ -91,7 +98,11 @@ class ClipCaptioner(nn.Module):
         c = self.config = config
         k, p = c.tubelet, c.patch_size
         h = p // 2  # patches are read from the half-size silhouettes
-        self.embed = nn.Conv3d(1, c.n_embd, (k, h, h), stride=(k, h, h))
+        ch = c.shape_channels
+        self.shape_stem = nn.Sequential(
+            nn.Conv3d(1, ch, (1, 3, 3), padding=(0, 1, 1)), nn.GELU(),
+            nn.Conv3d(ch, ch, (1, 3, 3), padding=(0, 1, 1)), nn.GELU()) if ch else nn.Identity()
+        self.embed = nn.Conv3d(ch or 1, c.n_embd, (k, h, h), stride=(k, h, h))
         self.register_buffer("space", fourier(grid_points(c.grid), c.n_embd), persistent=False)
         self.time = nn.Parameter(torch.zeros(c.n_frames // k, 1, c.n_embd))
         self.encoder = build_stack(c)
@@ -133,7 +144,7 @@ class ClipCaptioner(nn.Module):
                              f" {c.image_size}), got {tuple(frames.shape)}")
         feats, pixel_colour = self.pixels(frames)
         silhouette = 1.0 - pixel_colour.detach().softmax(-1)[..., 0]  # (B, T, H/2, W/2)
-        u = self.embed(silhouette.unsqueeze(1))  # (B, d, T/k, g, g)
+        u = self.embed(self.shape_stem(silhouette.unsqueeze(1)))  # (B, d, T/k, g, g)
         B = len(u)
         u = u.flatten(3).permute(0, 2, 3, 1) + self.space + self.time  # (B, T/k, g g, d)
         memory = self.encoder(u.reshape(B, -1, c.n_embd), AttnInputs())
