@@ -145,13 +145,15 @@ class Runs:
         logp = logp.clone()
         logp[[PAD, BOS, UNK]] = float("-inf")
         if self.in_run and len(self.fact_ids):
-            allowed = logp[self.fact_ids].clone()
-            logp[self.fact_ids] = float("-inf")
-            if self.expect is not None and self.expect < len(self.source) and is_fact(
-                    self.source[self.expect].text):
+            goes_on = (self.expect is not None and self.expect < len(self.source)
+                       and is_fact(self.source[self.expect].text))
+            if goes_on:  # the one fact word allowed: the article's next one
                 k = self.vocab.vocab_size + first_index(self.source,
                                                         self.source[self.expect].text)
-                logp[k] = allowed[(self.fact_ids == k).nonzero()[0, 0]]
+                kept = logp[k].clone()
+            logp[self.fact_ids] = float("-inf")
+            if goes_on:
+                logp[k] = kept
         k = int(logp.argmax())
         if k == EOS:
             self.done = True

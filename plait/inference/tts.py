@@ -75,8 +75,8 @@ class Speaker:
         chars, mask = encode_texts(texts, self.model.config.alphabet)
         with self._lock:
             out = self.model.synthesise(chars.to(device), mask.to(device), pace)
-        silent = (out > -1.5).any(1)  # (B, frames): frames the model spoke
-        ends = [int(row.nonzero().max()) + 1 if row.any() else 1 for row in silent]
+        spoken = (out > -1.5).any(1)  # (B, frames): frames the model spoke
+        ends = [int(row.nonzero().max()) + 1 if row.any() else 1 for row in spoken]
         return [f[:, :e].float().cpu() for f, e in zip(out, ends, strict=True)]
 
     def speak(self, texts: Sequence[str], pace: float = 1.0) -> list[np.ndarray]:

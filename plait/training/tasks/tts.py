@@ -167,6 +167,3 @@ class TTSTask(Task):
             out["wer_espeak_vocoded"] = wer(transcripts, asr.transcribe(vocoded))
         return out
 
-    def files(self) -> list[Path]:
-        return []
-
