@@ -1,4 +1,4 @@
-"""Video captioning: the captioner's shapes and colour pooling, one fact per colour, the loss
+"""Video captioning: the captioner's slots and masks, colour-blind reading, the loss
 against its formula, the recipe end to end on a tiny model (`plait eval --task video-caption`,
 `plait caption` on clips), and bad input."""
 
@@ -10,10 +10,16 @@ import torch
 from plait.cli.main import main
 from plait.data.clip_captions import facts
 from plait.data.clips import clip_at
-from plait.models.video_caption import EVENTS, ClipCaptioner, ClipCaptionerConfig
+from plait.models.video_caption import (
+    EVENTS,
+    ClipCaptioner,
+    ClipCaptionerConfig,
+    crop_around,
+    mask_moments,
+)
 from plait.training import recipe_from_dict, train
 
-TINY = {"n_layer": 1, "n_dec_layer": 1, "n_head": 2, "n_embd": 32, "stem": 8, "tubelet": 4}
+TINY = {"n_layer": 1, "n_head": 2, "n_embd": 32, "stem": 8, "channels": [4, 8]}
 
 
 def tiny_model(**kw) -> ClipCaptioner:
@@ -21,81 +27,126 @@ def tiny_model(**kw) -> ClipCaptioner:
     return ClipCaptioner(ClipCaptionerConfig(**{**TINY, **kw})).eval()
 
 
-def test_the_captioner_gives_every_query_its_logits_and_a_pointer():
+def test_the_captioner_reads_every_colour_as_a_slot():
     m = tiny_model()
-    out = m(torch.randn(2, 8, 3, 48, 48))
-    assert out["objectness"].shape == (2, 4) and out["colour"].shape == (2, 4, 6)
-    assert out["kind"].shape == (2, 4, 4) and out["event"].shape == (2, 4, len(EVENTS))
-    assert out["pointer"].shape == (2, 4, 2 * 36)
-    assert torch.allclose(out["pointer"].sum(-1), torch.ones(2, 4))
+    frames = torch.randn(2, 8, 3, 48, 48)
+    out = m(frames)
+    assert out["objectness"].shape == (2, 6) and out["kind"].shape == (2, 6, 4)
+    assert out["event"].shape == (2, 6, len(EVENTS))
+    assert out["pixel_colour"].shape == (2, 8, 24, 24, 7)  # every other row and column
+    slots = torch.tensor([[3, 0], [5, 3]])  # some slots of each clip: the same numbers
+    some = m(frames, slots)
+    for k in ("objectness", "kind", "event"):
+        assert torch.allclose(some[k], out[k][torch.arange(2)[:, None], slots], atol=1e-5)
     with pytest.raises(ValueError, match="frames must be"):
         m(torch.randn(2, 7, 3, 48, 48))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        ClipCaptionerConfig(**{**TINY, "crop": 22})
 
 
-def test_pixel_tokens_are_the_mean_colour_feature_of_each_tubelet():
+def test_masks_are_the_pixel_colour_probabilities():
     m = tiny_model()
     frames = torch.randn(1, 8, 3, 48, 48)
-    feats, logits = m.pixels(frames)  # the 2 x 2 means' features and colour logits
-    small = torch.nn.functional.avg_pool2d(frames[0], 2)  # (8, 3, 24, 24)
-    assert torch.allclose(feats[0], m.stem(small.permute(0, 2, 3, 1)), atol=1e-6)
-    assert logits.shape == (1, 8, 24, 24, 7)
-    tokens = m.pixel_tokens(feats)  # (1, 2 * 36, stem)
-    # token (tubelet 1, row 2, column 5): frames 4-7, pixels 8-11 x 20-23 of the half picture
-    expected = feats[0, 4:8, 8:12, 20:24].mean((0, 1, 2))
-    assert torch.allclose(tokens[0, 36 + 2 * 6 + 5], expected, atol=1e-5)
+    logits, masks = m.masks(frames)
+    probs = m.pixel(frames.permute(0, 1, 3, 4, 2)).softmax(-1)  # (1, 8, 48, 48, 7)
+    assert torch.allclose(masks, probs[..., 1:].permute(0, 4, 1, 2, 3), atol=1e-6)
+    assert torch.allclose(logits, m.pixel(frames.permute(0, 1, 3, 4, 2)[:, :, ::2, ::2]))
+    assert not masks.requires_grad  # the reader cannot teach the colours
 
 
-@pytest.mark.parametrize("shape_channels", [0, 4])
-def test_kind_and_motion_see_the_clip_only_through_its_silhouette(shape_channels):
-    m = tiny_model(shape_channels=shape_channels)
-    a, b = torch.randn(1, 8, 3, 48, 48), torch.randn(1, 8, 3, 48, 48)
-    fixed = m.pixels(a)
-    m.pixels = lambda frames: fixed  # the same per-pixel colours for both clips
-    out_a, out_b = m(a), m(b)
-    assert torch.equal(out_a["kind"], out_b["kind"]) and torch.equal(out_a["event"],
-                                                                      out_b["event"])
+def test_mask_moments_by_hand():
+    mask = torch.zeros(3, 5, 4)
+    mask[0, 0, 3] = 1.0  # top row, last column
+    mask[1, 2, :] = 0.5  # the middle row, evenly
+    moments = mask_moments(mask)
+    assert torch.allclose(moments[0], torch.tensor([1 / 20, 1.0, -1.0]))
+    assert torch.allclose(moments[1], torch.tensor([2 / 20, 0.0, 0.0]), atol=1e-6)
+    assert torch.equal(moments[2], torch.zeros(3))  # empty: nothing, at the centre
 
 
-def test_describe_keeps_one_fact_per_colour_the_likelier():
+def test_crop_around_centres_each_mask_on_its_centroid():
+    masks = torch.zeros(3, 48, 48)
+    masks[0, 10:13, 30:35] = 1.0  # centroid (row 11, column 32)
+    masks[1, 0:3, 45:48] = 1.0  # a corner, centroid (1, 46): the window runs off the picture
+    crops = crop_around(masks, 8, mask_moments(masks))
+    assert crops.shape == (3, 8, 8)
+    expected = torch.zeros(8, 8)
+    expected[3:6, 2:7] = 1.0  # pixel (11, 32) at (4, 4): rows 10-12 -> 3-5, columns 30-34 -> 2-6
+    assert torch.equal(crops[0], expected)
+    assert crops[1].sum() == 9 and torch.equal(crops[1, 3:6, 3:6], torch.ones(3, 3))
+    assert crops[2].sum() == 0  # an empty mask: an empty window
+
+
+def test_a_slot_is_read_without_its_colour():
+    """The reader sees one colour's masks and not which colour: permuting the colours'
+    masks permutes the slots' outputs, so a kind cannot follow the colour it is drawn in."""
     m = tiny_model()
-    logits = {"objectness": torch.tensor([[5.0, 3.0, -5.0, 4.0]]),
-              "colour": torch.zeros(1, 4, 6), "kind": torch.zeros(1, 4, 4),
-              "event": torch.zeros(1, 4, len(EVENTS))}
-    logits["colour"][0, [0, 1, 2], 0] = 9  # red, red, red (too unlikely an object)
-    logits["colour"][0, 3, 4] = 9  # blue
-    logits["kind"][0, 0, 1] = logits["kind"][0, 1, 2] = logits["kind"][0, 3, 3] = 9
+    masks = torch.rand(2, 6, 8, 48, 48)
+    perm = torch.tensor([4, 2, 0, 5, 1, 3])
+    a, b = m.read(masks), m.read(masks[:, perm])
+    for k in ("objectness", "kind", "event"):
+        assert torch.allclose(b[k], a[k][:, perm], atol=1e-5)
+
+
+def test_describe_names_every_likely_colour_in_colour_order():
+    m = tiny_model()
+    logits = {"objectness": torch.tensor([[5.0, -3.0, -5.0, -1.0, 4.0, 0.1]]),
+              "kind": torch.zeros(1, 6, 4), "event": torch.zeros(1, 6, len(EVENTS))}
+    logits["kind"][0, 0, 1] = logits["kind"][0, 4, 3] = logits["kind"][0, 5, 2] = 9
     logits["event"][0, :, EVENTS.index(("leave", "up"))] = 9
+    logits["event"][0, 0, EVENTS.index(("still", "still"))] = 10
     m.forward = lambda x: logits
-    assert m.describe(torch.zeros(1)) == [[("blue", "star", "leave", "up"),
-                                           ("red", "square", "leave", "up")]]
+    assert m.describe(torch.zeros(1)) == [[("red", "square", "still", "still"),
+                                           ("blue", "star", "leave", "up"),
+                                           ("purple", "triangle", "leave", "up")]]
 
 
-def test_the_loss_is_its_formula_on_the_matched_pairs(tmp_path):
+def test_the_loss_is_its_formula_over_the_slots(tmp_path):
+    import random
+
+    from plait.data.scenes import COLOURS, KINDS
     from plait.training import TrainConfig
     from plait.training.distributed import Dist
     from plait.training.tasks.video_caption import VideoCaptionData, VideoCaptionTask
 
     task = VideoCaptionTask(VideoCaptionData(), TrainConfig(out_dir=str(tmp_path)), Dist())
-    batch = task.batch([clip_at(i, "train") for i in range(3)])
+    clips = [clip_at(i, "train") for i in range(3)]
+    batch = task.batch(clips, random.Random(0))
+    assert batch["slots"].shape == (3, 4) and batch["pixel_colour"].shape == (3, 8, 24, 24)
+    for b, clip in enumerate(clips):  # the clip's own colours first, then absent ones
+        n = len(clip.tracks)
+        own = {list(COLOURS).index(t.shape.colour): t for t in clip.tracks}
+        assert set(batch["slots"][b, :n].tolist()) == set(own)
+        assert not set(batch["slots"][b, n:].tolist()) & set(own)
+        assert batch["present"][b].tolist() == [1.0] * n + [0.0] * (4 - n)
+        for j in range(n):
+            t = own[int(batch["slots"][b, j])]
+            assert int(batch["kind"][b, j]) == KINDS.index(t.shape.kind)
+            assert EVENTS[int(batch["event"][b, j])] == (t.motion, t.direction)
+        assert (batch["kind"][b, n:] == -1).all()
+    every = task.batch(clips)  # evaluation: every colour, in order, drawn at the model's size
+    assert torch.equal(every["frames"], task.batch(clips, random.Random(0))["frames"])
+    assert every["slots"].tolist() == [list(range(6))] * 3
+    resampled = VideoCaptionTask(VideoCaptionData(resample=1.0), task.train, Dist())
+    drawn = resampled.batch(clips, random.Random(0))  # drawn larger, resized: edges blend
+    assert drawn["frames"].shape == every["frames"].shape
+    assert not torch.equal(drawn["frames"], every["frames"])
+    assert torch.equal(drawn["pixel_colour"], every["pixel_colour"])  # targets: the drawing
     torch.manual_seed(0)
-    out = {"objectness": torch.randn(3, 4), "colour": torch.randn(3, 4, 6),
-           "kind": torch.randn(3, 4, 4), "event": torch.randn(3, 4, len(EVENTS)),
-           "pixel_colour": torch.randn(3, 8, 24, 24, 7)}
-    assert batch["pixel_colour"].shape == (3, 8, 24, 24)
-    pairs = task.match(out, batch)
-    target, terms = torch.zeros(3, 4), []
-    for b, (q, t) in enumerate(pairs):
-        assert len(q) == int((batch["colour"][b] >= 0).sum())  # every shape gets a query
-        target[b, q] = 1.0
-        for i, j in zip(q.tolist(), t.tolist(), strict=True):
-            terms.append(sum(-out[k][b, i].log_softmax(-1)[batch[k][b, j]]
-                             for k in ("colour", "kind", "event")))
+    out = {"objectness": torch.randn(3, 4), "kind": torch.randn(3, 4, 4),
+           "event": torch.randn(3, 4, len(EVENTS)), "pixel_colour": torch.randn(3, 8, 24, 24, 7)}
+    present, terms = batch["present"], []
+    for b in range(3):
+        for j in range(4):
+            if present[b, j]:
+                terms.append([-out[k][b, j].log_softmax(-1)[batch[k][b, j]]
+                              for k in ("kind", "event")])
     p = torch.sigmoid(out["objectness"])
-    bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
-    per_head = torch.stack(terms).mean()  # each head's CE is a mean over the matched pairs
+    bce = -(present * p.log() + (1 - present) * (1 - p).log()).mean()
+    per_head = torch.tensor(terms).mean(0).sum()  # each head's CE: a mean over the shapes
     pixels = -out["pixel_colour"].log_softmax(-1).gather(
         -1, batch["pixel_colour"][..., None]).mean()
-    assert float(task.loss(lambda x: out, batch)) == pytest.approx(
+    assert float(task.loss(lambda x, slots: out, batch)) == pytest.approx(
         float(bce + per_head + pixels), rel=1e-5)
 
 

@@ -1,30 +1,27 @@
-"""Video captioning as a set of events: what each shape of a clip is and how it moves, read by
-a spatio-temporal encoder and a few queries, then told by the grammar of
-:mod:`plait.data.clip_captions` ("a red circle moves left and a blue square leaves the picture
-moving up").
+"""Video captioning as a set of events: what each shape of a clip is and how it moves, read one
+colour at a time, then told by the grammar of :mod:`plait.data.clip_captions` ("a red circle
+moves left and a blue square leaves the picture moving up").
 
-    pixels  C_p = MLP(x_p)       per-pixel colour logits (background first), S_p its last hidden;
-                                 x: the frames' 2 x 2 means (a quarter of the work)
-            s_p = 1 - softmax(C_p)_background        the silhouette (detached)
-    tokens  u = W Tubelet_k,p(Conv(s)) + P_space + P_time       (T/k * N, d)   ViViT's tubelet
-    memory  M = Encoder(u)                                                   embedding
-    queries q = Decoder(e; memory = M)                         (Q, d)   DETR's set decoder
-    per query:  o = w_o q                                      objectness (a logit)
-                k = W_k q,   m = W_m q                          kind and event logits
-                a = softmax(W_a q . (W_b M)^T / sqrt(d))       where the query looks
-                c = W_c sum_i a_i S_i                          colour from those tokens' pixels
+A clip's shapes have distinct colours (the grammar lists its events by colour), so each colour
+of the palette is a slot that holds at most one shape, and the slot's colour *is* the shape's
+colour. Per slot ``c`` and frame ``t``:
 
-``Conv`` is two 3 x 3 convolutions per frame with ``shape_channels`` channels (outlines as
-local features; 0: the identity). ``S_i`` is the mean of the per-pixel MLP's features over
-token ``i``'s pixels: it sees colours
-and nothing else. The encoder reads the silhouettes, a clip with no colour in it, so the kind
-and the motion cannot follow the colour; the colour is read from the pixels the query points
-at. (A first version read the RGB clip: on held-out clips 151 of the 238 shapes of held-out
-pairs got the wrong kind, one a training clip pairs with their colour, and content was 0.21.
-The per-pixel colour is trained on every pixel, as the segmenter's is.) The event is one
-of ``still`` and ``cross`` / ``leave`` / ``enter`` in each of four directions (13 classes).
-Training matches queries to shapes one to one (Hungarian matching on
-``-p(object) p(colour) p(kind) p(event)``).
+    pixels   C_p = MLP(x_p)                    per-pixel colour logits, background first
+    mask     m_c,t = softmax(C)_c              where colour c is (detached): no colour left in it
+    frame    f_c,t = CNN(crop(m_c,t)) + W_g g(m_c,t) + P_t
+             g: the mask's mass and centroid; crop: the window centred on that centroid
+    clip     h_c = Encoder([e_cls; f_c,1..T])_cls      a Transformer over the frames (ViViT's
+                                                       factorised temporal encoder)
+    heads    o_c = w_o h_c,  k_c = W_k h_c,  e_c = W_e h_c      objectness, kind, event
+
+The CNN and the encoder see one colour's silhouette at a time and never which colour it is, so
+a kind cannot follow its colour: a held-out colour + kind pair is read as its kind alone, as
+the segmenter reads kinds from a colourless silhouette (docs/tasks.md §4). The event is one of
+``still`` and ``cross`` / ``leave`` / ``enter`` in each of four directions (13 classes).
+
+A first version (docs/tasks.md §5) read the whole clip's silhouette as tubelet tokens with a
+few DETR queries and took each query's colour from the pixels it pointed at: it found the shapes
+and their motions but not their kinds (content 0.23 on held-out clips).
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from plait.models.base import TransformerConfig, build_stack
-from plait.models.detect import COLOUR_NAMES, KIND_NAMES, fourier, grid_points
+from plait.models.detect import COLOUR_NAMES, KIND_NAMES
 from plait.nn import AttnInputs
 
 DIRECTION_NAMES = ("left", "right", "up", "down")
@@ -49,45 +46,60 @@ EVENTS = (("still", "still"), *((m, d) for m in ("cross", "leave", "enter")
 class ClipCaptionerConfig(TransformerConfig):
     image_size: int = 48
     n_frames: int = 8
-    patch_size: int = 8
-    tubelet: int = 2  # frames per token
-    n_queries: int = 4
-    n_layer: int = 3  # encoder blocks
-    n_dec_layer: int = 2  # decoder blocks
+    crop: int = 24  # the window the CNN reads, centred on the mask's centroid
+    channels: tuple[int, ...] = (16, 32, 64)  # the per-frame CNN: 3 x 3, stride 2 each
+    n_layer: int = 2  # temporal encoder blocks
     n_head: int = 4
     n_embd: int = 128
     n_inner: int | None = None
     mlp: str = "gelu"
     norm_eps: float = 1e-5
     dropout: float = 0.0
-    stem: int = 16  # width of the per-pixel colour features
-    # 3 x 3 convolutions (per frame, this many channels) on the silhouettes before the tubelet
-    # embedding: outlines as local features; 0 = the tubelets read the silhouettes directly
-    shape_channels: int = 0
+    stem: int = 8  # width of the per-pixel colour MLP
     colours: tuple[str, ...] = COLOUR_NAMES
     kinds: tuple[str, ...] = KIND_NAMES
 
     def __post_init__(self) -> None:
-        self.check_transformer(("image_size", "n_frames", "patch_size", "tubelet", "n_queries",
-                                "n_dec_layer", "stem"))
-        if self.image_size % self.patch_size or self.patch_size % 2:
-            raise ValueError(f"image_size ({self.image_size}) must be a multiple of an even"
-                             f" patch_size ({self.patch_size})")
-        if self.n_frames % self.tubelet:
-            raise ValueError(f"n_frames ({self.n_frames}) must be a multiple of tubelet"
-                             f" ({self.tubelet})")
-        if self.n_embd % 4:
-            raise ValueError(f"n_embd must be divisible by 4, got {self.n_embd}")
-        if self.shape_channels < 0:
-            raise ValueError(f"shape_channels must be >= 0, got {self.shape_channels}")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        self.check_transformer(("image_size", "n_frames", "stem", "crop"))
+        if not self.channels or min(self.channels) <= 0:
+            raise ValueError(f"channels must be positive widths, got {self.channels}")
+        if self.crop % 2 ** len(self.channels):
+            raise ValueError(f"crop ({self.crop}) must be a multiple of"
+                             f" {2 ** len(self.channels)} ({len(self.channels)} stride-2"
+                             " convolutions)")
 
     @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
+    def cnn_grid(self) -> int:
+        return self.crop // 2 ** len(self.channels)
 
-    @property
-    def n_tokens(self) -> int:
-        return self.n_frames // self.tubelet * self.grid**2
+
+def mask_moments(mask: Tensor) -> Tensor:
+    """(N, H, W) masks -> (N, 3): the mean mask value (how much of the picture it covers) and
+    its centroid (x, y) in [-1, 1] (0, 0 where the mask is empty)."""
+    H, W = mask.shape[-2:]
+    ys = torch.linspace(-1, 1, H, device=mask.device, dtype=mask.dtype)
+    xs = torch.linspace(-1, 1, W, device=mask.device, dtype=mask.dtype)
+    total = mask.sum((-2, -1))
+    safe = total.clamp_min(1e-6)
+    cx = (mask.sum(-2) * xs).sum(-1) / safe
+    cy = (mask.sum(-1) * ys).sum(-1) / safe
+    return torch.stack([total / (H * W), cx, cy], -1)
+
+
+def crop_around(masks: Tensor, size: int, moments: Tensor) -> Tensor:
+    """(N, H, W) masks and their :func:`mask_moments` -> (N, size, size): each mask's window
+    whose pixel ``(size // 2, size // 2)`` is the one nearest its centroid, zeros outside the
+    picture. The CNN then reads every shape centred wherever it is in the picture."""
+    N, H, W = masks.shape
+    col = ((moments[:, 1] + 1) / 2 * (W - 1)).round().long()
+    row = ((moments[:, 2] + 1) / 2 * (H - 1)).round().long()
+    half = size // 2
+    padded = F.pad(masks, (half, size - half, half, size - half))
+    steps = torch.arange(size, device=masks.device)
+    rows, cols = row[:, None] + steps, col[:, None] + steps  # padded coordinates
+    return padded[torch.arange(N, device=masks.device)[:, None, None], rows[:, :, None],
+                  cols[:, None, :]]
 
 
 class ClipCaptioner(nn.Module):
@@ -96,87 +108,73 @@ class ClipCaptioner(nn.Module):
     def __init__(self, config: ClipCaptionerConfig):
         super().__init__()
         c = self.config = config
-        k, p = c.tubelet, c.patch_size
-        h = p // 2  # patches are read from the half-size silhouettes
-        ch = c.shape_channels
-        self.shape_stem = nn.Sequential(
-            nn.Conv3d(1, ch, (1, 3, 3), padding=(0, 1, 1)), nn.GELU(),
-            nn.Conv3d(ch, ch, (1, 3, 3), padding=(0, 1, 1)), nn.GELU()) if ch else nn.Identity()
-        self.embed = nn.Conv3d(ch or 1, c.n_embd, (k, h, h), stride=(k, h, h))
-        self.register_buffer("space", fourier(grid_points(c.grid), c.n_embd), persistent=False)
-        self.time = nn.Parameter(torch.zeros(c.n_frames // k, 1, c.n_embd))
+        layers: list[nn.Module] = []
+        width = 1
+        for ch in c.channels:
+            layers += [nn.Conv2d(width, ch, 3, stride=2, padding=1), nn.GELU()]
+            width = ch
+        self.cnn = nn.Sequential(*layers, nn.Flatten(),
+                                 nn.Linear(width * c.cnn_grid**2, c.n_embd))
+        self.moments = nn.Linear(3, c.n_embd)
+        self.time = nn.Parameter(torch.randn(c.n_frames, c.n_embd) * 0.02)
+        self.cls = nn.Parameter(torch.randn(1, 1, c.n_embd) * 0.02)
         self.encoder = build_stack(c)
-        self.query = nn.Parameter(torch.randn(c.n_queries, c.n_embd) * 0.02)
-        self.decoder = build_stack(c, memory_dim=c.n_embd, n_layer=c.n_dec_layer)
         self.objectness = nn.Linear(c.n_embd, 1)
         self.kind = nn.Linear(c.n_embd, len(c.kinds))
         self.event = nn.Linear(c.n_embd, len(EVENTS))
-        self.point_q = nn.Linear(c.n_embd, c.n_embd)
-        self.point_k = nn.Linear(c.n_embd, c.n_embd)
-        self.stem = nn.Sequential(nn.Linear(3, c.stem), nn.GELU(), nn.Linear(c.stem, c.stem),
-                                  nn.GELU())
-        self.pixel_colour = nn.Linear(c.stem, 1 + len(c.colours))  # background first
-        self.colour = nn.Linear(c.stem, len(c.colours))
+        self.pixel = nn.Sequential(nn.Linear(3, c.stem), nn.GELU(), nn.Linear(c.stem, c.stem),
+                                   nn.GELU(), nn.Linear(c.stem, 1 + len(c.colours)))
 
-    def pixels(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T, 3, H, W) -> the 2 x 2 means' features (B, T, H/2, W/2, stem) and colour
-        logits (B, T, H/2, W/2, 1 + n_colours)."""
-        B, T = frames.shape[:2]
-        small = F.avg_pool2d(frames.flatten(0, 1), 2)
-        feats = self.stem(small.reshape(B, T, *small.shape[1:]).permute(0, 1, 3, 4, 2))
-        return feats, self.pixel_colour(feats)
+    def masks(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T, 3, H, W) -> per-pixel colour logits of every other row and column
+        (B, T, H/2, W/2, 1 + n_colours), what the colour is trained on, and every colour's mask
+        at full resolution, its probability, detached (B, n_colours, T, H, W)."""
+        x = frames.permute(0, 1, 3, 4, 2)
+        with torch.no_grad():
+            masks = self.pixel(x).movedim(-1, 1).softmax(1)[:, 1:]  # (softmax on dim 1: fast)
+        return self.pixel(x[:, :, ::2, ::2]), masks
 
-    def pixel_tokens(self, feats: Tensor) -> Tensor:
-        """(B, T, H/2, W/2, stem) -> (B, tokens, stem): each token's mean pixel feature."""
-        c = self.config
-        pooled = F.avg_pool3d(feats.permute(0, 4, 1, 2, 3),
-                              (c.tubelet, c.patch_size // 2, c.patch_size // 2))
-        return pooled.flatten(2).transpose(1, 2)
+    def read(self, masks: Tensor) -> dict[str, Tensor]:
+        """(B, S, T, H, W) masks, one per slot -> ``objectness`` (B, S), ``kind`` (B, S, K)
+        and ``event`` (B, S, E) logits."""
+        B, S, T, H, W = masks.shape
+        flat = masks.reshape(B * S * T, H, W)
+        g = mask_moments(flat)
+        f = self.cnn(crop_around(flat, self.config.crop, g).unsqueeze(1)) + self.moments(g)
+        f = f.view(B * S, T, -1) + self.time
+        h = self.encoder(torch.cat([self.cls.expand(B * S, -1, -1), f], 1), AttnInputs())
+        h = h[:, 0].view(B, S, -1)
+        return {"objectness": self.objectness(h).squeeze(-1), "kind": self.kind(h),
+                "event": self.event(h)}
 
-    def forward(self, frames: Tensor) -> dict[str, Tensor]:
-        """(B, T, 3, H, W) normalised frames -> per query ``objectness`` (B, Q), ``colour``,
-        ``kind``, ``event`` logits (B, Q, ·) and ``pointer`` (B, Q, tokens) weights; per pixel
-        ``pixel_colour`` logits (B, T, H/2, W/2, 1 + n_colours) of the 2 x 2 means."""
+    def forward(self, frames: Tensor, slots: Tensor | None = None) -> dict[str, Tensor]:
+        """(B, T, 3, H, W) normalised frames -> per slot ``objectness`` (B, S), ``kind`` and
+        ``event`` logits (B, S, ·), and ``pixel_colour`` logits of every other pixel's
+        colour (B, T, H/2, W/2, 1 + n_colours). ``slots`` (B, S) are the colour indices to
+        read (default: every colour, S = n_colours); training reads a clip's colours and a few
+        absent ones."""
         c = self.config
         if frames.dim() != 5 or tuple(frames.shape[1:]) != (c.n_frames, 3, c.image_size,
                                                             c.image_size):
             raise ValueError(f"frames must be (batch, {c.n_frames}, 3, {c.image_size},"
                              f" {c.image_size}), got {tuple(frames.shape)}")
-        feats, pixel_colour = self.pixels(frames)
-        silhouette = 1.0 - pixel_colour.detach().softmax(-1)[..., 0]  # (B, T, H/2, W/2)
-        u = self.embed(self.shape_stem(silhouette.unsqueeze(1)))  # (B, d, T/k, g, g)
-        B = len(u)
-        u = u.flatten(3).permute(0, 2, 3, 1) + self.space + self.time  # (B, T/k, g g, d)
-        memory = self.encoder(u.reshape(B, -1, c.n_embd), AttnInputs())
-        q = self.decoder(self.query.expand(B, -1, -1), AttnInputs(), memory)
-        scores = self.point_q(q) @ self.point_k(memory).transpose(1, 2) / c.n_embd**0.5
-        pointer = scores.softmax(-1)  # (B, Q, tokens)
-        colour = self.colour(pointer @ self.pixel_tokens(feats))
-        return {"objectness": self.objectness(q).squeeze(-1), "colour": colour,
-                "kind": self.kind(q), "event": self.event(q), "pointer": pointer,
-                "pixel_colour": pixel_colour}
+        logits, masks = self.masks(frames)
+        if slots is not None:
+            masks = masks[torch.arange(len(masks), device=masks.device)[:, None], slots]
+        return {**self.read(masks), "pixel_colour": logits}
 
     @torch.no_grad()
     def describe(self, frames: Tensor, threshold: float = 0.5
                  ) -> list[list[tuple[str, str, str, str]]]:
-        """Per clip, the (colour, kind, motion, direction) of every query whose objectness is
-        at least ``threshold``, one per colour (the likelier kept)."""
+        """Per clip, the (colour, kind, motion, direction) of every colour whose objectness is
+        at least ``threshold``, in colour order."""
         out = self(frames)
         p = torch.sigmoid(out["objectness"])
+        kinds, events = out["kind"].argmax(-1), out["event"].argmax(-1)
         c = self.config
-        result = []
-        for b in range(len(p)):
-            best: dict[str, tuple[float, tuple[str, str, str, str]]] = {}
-            for j in range(len(p[b])):
-                if p[b, j] < threshold:
-                    continue
-                colour = c.colours[int(out["colour"][b, j].argmax())]
-                motion, direction = EVENTS[int(out["event"][b, j].argmax())]
-                fact = (colour, c.kinds[int(out["kind"][b, j].argmax())], motion, direction)
-                if colour not in best or best[colour][0] < float(p[b, j]):
-                    best[colour] = (float(p[b, j]), fact)
-            result.append(sorted(f for _, f in best.values()))
-        return result
+        return [[(colour, c.kinds[int(kinds[b, j])], *EVENTS[int(events[b, j])])
+                 for j, colour in enumerate(c.colours) if p[b, j] >= threshold]
+                for b in range(len(p))]
 
 
-__all__ = ["EVENTS", "ClipCaptioner", "ClipCaptionerConfig"]
+__all__ = ["EVENTS", "ClipCaptioner", "ClipCaptionerConfig", "crop_around", "mask_moments"]

@@ -2,10 +2,11 @@
 and names each shape's colour, kind and motion (:mod:`plait.models.video_caption`); the
 caption is the sentence those facts make (:mod:`plait.data.clip_captions`).
 
-Each clip's queries are matched one to one to its shapes by the Hungarian algorithm on
-``-p(object) p(colour) p(kind) p(event)``, and the loss is binary cross-entropy of every
-query's objectness, cross-entropy of every pixel's colour (or background), and, over matched
-pairs, cross-entropy of colour, kind and event.
+The model reads one slot per colour (a clip's colours are distinct); training reads each clip's
+own colours and absent ones up to ``MAX_SHAPES + 1`` slots, and the loss is binary
+cross-entropy of every slot's objectness (is that colour's shape in the clip?), cross-entropy of
+every pixel's colour (or background), and, over the slots that hold a shape, cross-entropy of
+its kind and its event.
 
 Training clips are fresh at every step, none showing a held-out colour + kind pair; the
 evaluation captions held-out clips (each showing one) and scores content (the share of
@@ -15,6 +16,7 @@ the clip's own sentence (sacreBLEU).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from plait.config import Config, ConfigError
@@ -31,9 +34,7 @@ from plait.data.scenes import COLOURS, KINDS
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.tasks import Batch, Task
-from plait.training.tasks.detect import set_loss
 from plait.vision import ImageConfig, normalize, write_preprocessor_config
-from plait.vision.boxes import hungarian_match
 
 MAX_SHAPES = 3
 
@@ -44,6 +45,9 @@ class VideoCaptionData(Config):
     n_frames: int = 8
     batch_size: int = 32
     heldout: int = 500  # held-out clips in the final evaluation (a fifth in periodic ones)
+    # the share of training clips drawn larger (up to 3x) and resized to image_size, as
+    # `plait caption` reads a larger clip: edges blend into colours of their own
+    resample: float = 0.0
     seed: int = 0
     dir: str = ""
 
@@ -51,6 +55,8 @@ class VideoCaptionData(Config):
         if min(self.image_size, self.batch_size, self.heldout) <= 0 or self.n_frames < 2:
             raise ValueError("data.image_size, batch_size and heldout must be > 0 and"
                              " n_frames >= 2")
+        if not 0.0 <= self.resample <= 1.0:
+            raise ValueError(f"data.resample must be in [0, 1], got {self.resample}")
 
 
 def clip_pixels(frames: list[list], config: ImageConfig) -> Tensor:
@@ -81,54 +87,67 @@ class VideoCaptionTask(Task):
         return config.replace(image_size=self.data.image_size, n_frames=self.data.n_frames,
                               colours=tuple(COLOURS), kinds=tuple(KINDS))
 
-    def batch(self, clips: list[Clip]) -> Batch:
+    def batch(self, clips: list[Clip], rng: random.Random | None = None) -> Batch:
+        """Frames, per-pixel palette indices and per-slot targets. The slots are every colour
+        in order, or with ``rng`` (training) the clip's own colours and absent ones drawn by
+        it, ``MAX_SHAPES + 1`` in all (the absent ones teach objectness)."""
         from plait.models.video_caption import EVENTS
 
-        B = len(clips)
-        targets = {k: torch.full((B, MAX_SHAPES), -1) for k in ("colour", "kind", "event")}
+        colours = list(COLOURS)
+        B, S = len(clips), len(colours) if rng is None else MAX_SHAPES + 1
+        slots = torch.zeros(B, S, dtype=torch.long)
+        targets = {k: torch.full((B, S), -1) for k in ("kind", "event")}
+        present = torch.zeros(B, S)
         for b, clip in enumerate(clips):
-            for j, t in enumerate(clip.tracks):
-                targets["colour"][b, j] = list(COLOURS).index(t.shape.colour)
-                targets["kind"][b, j] = KINDS.index(t.shape.kind)
-                targets["event"][b, j] = EVENTS.index((t.motion, t.direction))
-        frames = [clip.frames(self.data.image_size) for clip in clips]
-        # each 2 x 2 block's palette index (its top-left pixel's): 0 the background, else 1 +
-        # the colour's index in COLOURS
-        pixel = torch.from_numpy(np.stack([palette_frames(c, self.data.image_size)[:, ::2, ::2]
-                                           for c in clips]).astype(np.int64))
+            own = {colours.index(t.shape.colour): t for t in clip.tracks}
+            if rng is None:
+                order = list(range(len(colours)))
+            else:
+                absent = [i for i in range(len(colours)) if i not in own]
+                order = (list(own) + rng.sample(absent, len(absent)))[:S]
+            slots[b] = torch.tensor(order)
+            for j, colour in enumerate(order):
+                if (t := own.get(colour)) is not None:
+                    present[b, j] = 1.0
+                    targets["kind"][b, j] = KINDS.index(t.shape.kind)
+                    targets["event"][b, j] = EVENTS.index((t.motion, t.direction))
+        size = self.data.image_size
+        # every other pixel's palette index: 0 the background, else 1 + the colour's index in
+        # COLOURS
+        pixel = torch.from_numpy(np.stack([palette_frames(c, size)[:, ::2, ::2] for c in clips])
+                                 .astype(np.int64))
+        frames = [self.draw(clip, rng) for clip in clips]
         return {"frames": clip_pixels(frames, self.image_config), "pixel_colour": pixel,
-                **targets}
+                "slots": slots, "present": present, **targets}
+
+    def draw(self, clip: Clip, rng: random.Random | None) -> list[Image.Image]:
+        """The clip's frames at the model's size: drawn there, or (training, a ``resample``
+        share) drawn larger and resized as `plait caption` resizes, its pixel targets still
+        the drawing at the model's size."""
+        size = self.data.image_size
+        if rng is None or rng.random() >= self.data.resample:
+            return clip.frames(size)
+        big = rng.randint(size + 1, 3 * size)
+        return [f.resize((size, size), Image.BICUBIC) for f in clip.frames(big)]
 
     def train_batch(self, step: int, micro: int) -> Batch:
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
         first = ((self.train.seed * 1_000_003 + step) * 64 + micro) * B
         return self.batch([clip_at(first + i, "train", self.data.seed, self.data.n_frames)
-                           for i in range(r * B // W, (r + 1) * B // W)])
+                           for i in range(r * B // W, (r + 1) * B // W)],
+                          random.Random(first + r))
 
     def count(self, batch: Batch) -> int:
         return len(batch["frames"])
 
-    def match(self, out: dict[str, Tensor], batch: Batch) -> list[tuple[Tensor, Tensor]]:
-        with torch.no_grad():
-            p = torch.sigmoid(out["objectness"])
-            probs = {k: out[k].softmax(-1) for k in ("colour", "kind", "event")}
-            pairs = []
-            for b in range(len(p)):
-                n = int((batch["colour"][b] >= 0).sum())
-                joint = p[b, :, None]
-                for k, pk in probs.items():
-                    joint = joint * pk[b][:, batch[k][b, :n]]
-                pairs.append(hungarian_match(-joint))
-        return pairs
-
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        out = model(batch["frames"])
-        loss, pred, tgt = set_loss(out["objectness"], self.match(out, batch))
-        if "pixel_colour" in batch:
-            loss = loss + F.cross_entropy(out["pixel_colour"].flatten(0, 3),
-                                          batch["pixel_colour"].flatten())
-        for k in ("colour", "kind", "event"):
-            loss = loss + F.cross_entropy(out[k][pred], batch[k][tgt])
+        out = model(batch["frames"], batch["slots"])
+        loss = (F.binary_cross_entropy_with_logits(out["objectness"], batch["present"])
+                + F.cross_entropy(out["pixel_colour"].flatten(0, 3),
+                                  batch["pixel_colour"].flatten()))
+        for k in ("kind", "event"):
+            loss = loss + F.cross_entropy(out[k].flatten(0, 1), batch[k].flatten(),
+                                          ignore_index=-1)
         return loss
 
     def evaluate(self, model: nn.Module, device: torch.device,
