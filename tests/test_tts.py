@@ -93,6 +93,29 @@ def test_held_out_phrases_never_reach_training():
         (data.VOICE, data.VARIANT, data.SPEED, data.PITCH)}
 
 
+def test_held_out_numbers_are_said_as_the_grammar_says_them():
+    from plait.data.speech import number_words
+
+    numbers = [u for u in data.utterances(60, "heldout") if u.kind in ("number", "timer")]
+    assert numbers
+    for u in numbers:  # the digits of the transcript are the words of the text
+        digits = next(w for w in u.transcript.split() if w.isdigit())
+        assert digits.endswith("37")
+        assert number_words(int(digits)) in u.text
+
+
+def test_the_task_groups_frames_as_the_model_does():
+    from plait.config import ConfigError
+    from plait.training import TrainConfig
+    from plait.training.distributed import Dist
+    from plait.training.tasks.tts import TTSData, TTSTask
+
+    task = TTSTask(TTSData(), TrainConfig(out_dir="/tmp/unused"), Dist())
+    assert task.model_config(TTSConfig(reduction=2)).reduction == 2
+    with pytest.raises(ConfigError, match="model.reduction must be 2, got 3"):
+        task.model_config(TTSConfig(reduction=3))
+
+
 def test_the_losses_follow_their_formulas():
     from plait.training import TrainConfig
     from plait.training.distributed import Dist
@@ -102,7 +125,7 @@ def test_the_losses_follow_their_formulas():
     torch.manual_seed(0)
     model = TTS(TTSConfig(n_layer=1, n_decoder_layer=1, n_embd=32, n_inner=64, n_head=2))
     feats = [torch.randn(80, 2 * k) for k in (12, 9)]
-    batch = task.batch(["ab c", "de"], feats, 2)
+    batch = task.batch(["ab c", "de"], feats)
     assert batch["groups"].shape == (2, 12, 160)
     assert torch.equal(batch["groups"][1, 3], feats[1][:, 6:8].T.reshape(-1))
     with torch.no_grad():
@@ -158,6 +181,8 @@ def test_plait_speak_writes_audio(folder, tmp_path, capsys):
 @pytest.mark.parametrize("args, needle", [
     (["hello", "--out", "{tmp}/x.png"], "ending in .wav or .flac"),
     (["hello", "--out", "{tmp}/missing/x.wav"], "no directory"),
+    (["hello", "--out", "{tmp}"], "ending in .wav or .flac"),
+    (["hello", "--out", "{tmp}/folder.wav"], "it is a directory"),
     (["%%%", "--out", "{tmp}/x.wav"], "nothing to say"),
     (["{tmp}/scene.png", "--out", "{tmp}/x.wav"], "is a file: plait speak says text"),
     (["hello", "--out", "{tmp}/x.wav", "--iterations", "0"], "--iterations must be >= 1"),
@@ -166,6 +191,7 @@ def test_mistakes_are_one_line_and_exit_code_2(folder, tmp_path, capsys, args, n
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "scene.png")
+    (tmp_path / "folder.wav").mkdir()
     capsys.readouterr()
     code = main(["speak", "--model", str(folder), *[a.format(tmp=tmp_path) for a in args]])
     err = capsys.readouterr().err

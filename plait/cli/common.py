@@ -47,10 +47,16 @@ def writable(path: Path) -> None:
     if path.suffix.lower() not in known or known[path.suffix.lower()] not in Image.SAVE:
         raise ValueError(f"cannot write a picture to {path}: give a file name ending in an image"
                          " type, e.g. .png")
+    can_write(path, "a picture")
+
+
+def can_write(path: Path, what: str) -> None:
+    """A ValueError naming why ``path`` cannot be written (``what`` names its content), if it
+    cannot: a directory, a missing directory, no permission."""
     if path.is_dir():
-        raise ValueError(f"cannot write a picture to {path}: it is a directory")
+        raise ValueError(f"cannot write {what} to {path}: it is a directory")
     parent = path.parent
     if not parent.is_dir():
-        raise ValueError(f"cannot write a picture to {path}: no directory {parent}")
+        raise ValueError(f"cannot write {what} to {path}: no directory {parent}")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"cannot write a picture to {path}: permission denied")
+        raise ValueError(f"cannot write {what} to {path}: permission denied")

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 AUDIO_TYPES = (".wav", ".flac")
 
@@ -32,17 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def outputs(out: Path, n: int) -> list[Path]:
-    """The files to write, each checked: a known audio type, in an existing directory."""
+    """The files to write, each checked: a known audio type, a place it can be written."""
+    from plait.cli.common import can_write
+
     if out.suffix.lower() not in AUDIO_TYPES:
         raise ValueError(f"cannot write audio to {out}: give a file name ending in .wav or"
                          " .flac")
-    if not out.parent.is_dir():
-        raise ValueError(f"cannot write audio to {out}: no directory {out.parent}")
     paths = [out] if n == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}")
                                   for i in range(1, n + 1)]
     for p in paths:
-        if p.is_dir():
-            raise ValueError(f"cannot write audio to {p}: it is a directory")
+        can_write(p, "audio")
     return paths
 
 
@@ -54,10 +57,19 @@ def check_text(text: str) -> None:
                          " DIR \"set a timer for 25 minutes\" --out timer.wav")
 
 
-def run(args: argparse.Namespace) -> int:
+def write_audio(path: Path, audio: np.ndarray) -> None:
+    """Written whole or not at all (a reader never sees half a file); the type from the
+    suffix."""
     import soundfile
 
     from plait.audio import SAMPLING_RATE
+    from plait.io import atomic_write
+
+    atomic_write(path, lambda tmp: soundfile.write(tmp, audio, SAMPLING_RATE,
+                                                   format=path.suffix[1:].upper()))
+
+
+def run(args: argparse.Namespace) -> int:
     from plait.inference.tts import Speaker, normalise
     from plait.models.tts import ALPHABET
 
@@ -70,8 +82,6 @@ def run(args: argparse.Namespace) -> int:
     speaker = Speaker.from_folder(args.model, device=args.device)
     speaker.n_iter = args.iterations
     for path, audio in zip(paths, speaker.speak(args.texts, args.pace), strict=True):
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        soundfile.write(tmp, audio, SAMPLING_RATE)
-        tmp.replace(path)
+        write_audio(path, audio)
         print(path)
     return 0

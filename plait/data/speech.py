@@ -106,14 +106,17 @@ def transcript_of(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
 
 
-def number_phrase(rng: random.Random) -> tuple[str, str]:
-    digits = rng.randint(1, 4)  # equally many 1- and 4-digit numbers, as in translate.py
-    n = rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+def number_phrase(rng: random.Random, n: int | None = None) -> tuple[str, str]:
+    """A number said (``n``, or drawn: as many 1-digit numbers as 4-digit ones)."""
+    if n is None:
+        digits = rng.randint(1, 4)  # equally many 1- and 4-digit numbers, as in translate.py
+        n = rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
     return number_words(n), str(n)
 
 
-def timer_phrase(rng: random.Random) -> tuple[str, str]:
-    minutes = rng.randint(1, 99)
+def timer_phrase(rng: random.Random, minutes: int | None = None) -> tuple[str, str]:
+    """A timer request for ``minutes`` (or 1-99 drawn)."""
+    minutes = rng.randint(1, 99) if minutes is None else minutes
     unit = "minute" if minutes == 1 else "minutes"  # said as it would be: "1 minute"
     return (f"set a timer for {number_words(minutes)} {unit}",
             f"set a timer for {minutes} {unit}")

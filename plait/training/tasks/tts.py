@@ -37,6 +37,8 @@ from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.tasks import Batch, Task
 
+REDUCTION = 2  # frames per decoder position: the features are cut and grouped for it
+
 
 @dataclass(frozen=True)
 class TTSData(Config):
@@ -72,6 +74,9 @@ class TTSTask(Task):
     def model_config(self, config: Config) -> Config:
         if not hasattr(config, "reduction"):
             raise ConfigError("task 'tts' needs model.arch = 'tts'")
+        if config.reduction != REDUCTION:
+            raise ConfigError(f"task 'tts' groups frames {REDUCTION} at a time: model.reduction"
+                              f" must be {REDUCTION}, got {config.reduction}")
         return config
 
     def prepare(self) -> None:
@@ -85,7 +90,7 @@ class TTSTask(Task):
                                self.data.seed, log=lambda m: None)
             distributed.all_gather(None, self.dist)  # the others wait for rank 0's build
             part = SpeechSplit(self.folder, name)
-            group = HOP_LENGTH * 2  # features in whole groups of 2 frames (reduction 2)
+            group = HOP_LENGTH * REDUCTION  # features in whole groups of frames
             feats = []
             for i in range(len(part)):
                 audio = part.audio(i)
@@ -95,9 +100,9 @@ class TTSTask(Task):
                                  [r["transcript"] for r in part.rows])
         return self._cache[name]
 
-    def batch(self, texts: list[str], feats: list[Tensor], reduction: int) -> Batch:
+    def batch(self, texts: list[str], feats: list[Tensor]) -> Batch:
         chars, char_mask = encode_texts(texts, ALPHABET)
-        groups = [f.float().T.reshape(-1, reduction * f.shape[0]) for f in feats]  # (G, R*M)
+        groups = [f.float().T.reshape(-1, REDUCTION * f.shape[0]) for f in feats]  # (G, R*M)
         G = max(g.shape[0] for g in groups)
         out = torch.zeros(len(groups), G, groups[0].shape[1])
         mask = torch.zeros(len(groups), G, dtype=torch.long)
@@ -111,7 +116,7 @@ class TTSTask(Task):
         g = torch.Generator().manual_seed(hash((self.data.seed + self.train.seed, step,
                                                 micro)) % 2**63)
         rows = torch.randint(len(texts), (B,), generator=g)[r * B // W:(r + 1) * B // W]
-        return self.batch([texts[i] for i in rows], [feats[i] for i in rows], 2)
+        return self.batch([texts[i] for i in rows], [feats[i] for i in rows])
 
     def losses(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
         y_hat, aligned, d, log_d = model(batch["chars"], batch["char_mask"], batch["groups"],
@@ -138,7 +143,7 @@ class TTSTask(Task):
         with torch.no_grad():
             for i in range(0, n, 32):
                 batch = {k: v.to(device) for k, v in
-                         self.batch(texts[i:min(i + 32, n)], feats[i:min(i + 32, n)], 2).items()}
+                         self.batch(texts[i:min(i + 32, n)], feats[i:min(i + 32, n)]).items()}
                 for k, v in self.losses(model, batch).items():
                     totals[k] = totals.get(k, 0.0) + float(v) * len(batch["chars"])
         metrics = {k: v / n for k, v in totals.items()}
