@@ -135,9 +135,10 @@ class Runs:
         self.done = False
         self.expect: int | None = None  # inside a run: where it may go on (None: it may not)
         self.in_run = False
-        V = vocab.vocab_size
-        self.fact_ids = torch.tensor(sorted({V + first_index(source, w.text)
-                                             for w in source if is_fact(w.text)}),
+        self.first: dict[str, int] = {}  # a word's extended id copies its first occurrence
+        for at, w in enumerate(source):
+            self.first.setdefault(w.text, vocab.vocab_size + at)
+        self.fact_ids = torch.tensor(sorted({k for t, k in self.first.items() if is_fact(t)}),
                                      dtype=torch.long)
 
     def step(self, logp: Tensor, attn: Tensor) -> None:
@@ -148,8 +149,7 @@ class Runs:
             goes_on = (self.expect is not None and self.expect < len(self.source)
                        and is_fact(self.source[self.expect].text))
             if goes_on:  # the one fact word allowed: the article's next one
-                k = self.vocab.vocab_size + first_index(self.source,
-                                                        self.source[self.expect].text)
+                k = self.first[self.source[self.expect].text]
                 kept = logp[k].clone()
             logp[self.fact_ids] = float("-inf")
             if goes_on:
@@ -184,6 +184,3 @@ class Runs:
         else:
             self.in_run, self.expect = False, None
 
-
-def first_index(source: list[Word], text: str) -> int:
-    return next(s for s, w in enumerate(source) if w.text == text)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import summarise as data
-from plait.inference.summarise import Summariser, words_batch
+from plait.inference.summarise import BOS_WORD, Summariser, words_batch
 from plait.models.pointer import Words
 from plait.text.base import pad_batch
 from plait.text.words import (
@@ -101,8 +101,7 @@ class SummariseTask(Task):
         targets = [split_words(a.summary) for a in articles]
         slots = [self.vocab.slots(s, rng) for s in sources]
         src, src_mask = words_batch(self.vocab, sources, sources, slots)
-        start = Word("<s>", False)
-        dec, _ = words_batch(self.vocab, [[start, *t] for t in targets], sources, slots)
+        dec, _ = words_batch(self.vocab, [[BOS_WORD, *t] for t in targets], sources, slots)
         end = Word("</s>", False)
         lab, lab_mask = words_batch(self.vocab, [[*t, end] for t in targets], sources, slots)
         dec_pos, _ = pad_batch([[-1, *copy_positions(t, s)] for t, s in
