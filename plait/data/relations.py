@@ -259,16 +259,21 @@ def join(a: Frame, b: Frame) -> Frame:
 
 
 def batch_pairs(seed: int, step: int, micro: int, n: int, vary_words: float = 0.0,
-                joined: float = 0.0) -> list[Pair]:
+                joined: float = 0.0, composed: float = 0.0) -> list[Pair]:
     """``n`` training pairs of micro-batch (step, micro), a pure function of the arguments:
     pairs of sentences of random training frames, each ``"none"`` pair kept with probability
     0.5 so that relations stay frequent. ``vary_words``: see :func:`vary`; ``joined``: the share
-    of texts made of two frames in a row (:func:`join`)."""
+    of texts made of two frames in a row (:func:`join`); ``composed``: the share of frames
+    written by :func:`plait.data.relation_grammar.compose` instead of drawn from the training
+    frames."""
+    from plait.data.relation_grammar import compose  # it builds on this module's frames
+
     rng = random.Random(f"relations/{seed}/{step}/{micro}")
     fs = frames("train")
 
     def frame() -> Frame:
-        return vary(rng.choice(fs), rng, vary_words)
+        drawn = compose(rng) if composed > 0 and rng.random() < composed else rng.choice(fs)
+        return vary(drawn, rng, vary_words)
 
     out: list[Pair] = []
     while len(out) < n:
@@ -279,12 +284,20 @@ def batch_pairs(seed: int, step: int, micro: int, n: int, vary_words: float = 0.
     return out[:n]
 
 
-def sample_pairs(split: Split, n_sentences: int, seed: int) -> list[Pair]:
-    """All pairs of ``n_sentences`` sentences of the split (its frames cycled in order), a pure
-    function of the arguments."""
+def sample_pairs(split: Split, n_sentences: int, seed: int, composed: float = 0.0
+                 ) -> list[Pair]:
+    """All pairs of ``n_sentences`` sentences of the split (its frames cycled in order; in
+    training, that share ``composed`` of them from composed frames instead), a pure function
+    of the arguments."""
+    from plait.data.relation_grammar import compose
+
+    if composed and split != "train":
+        raise ValueError("composed frames are for training only")
     rng = random.Random(f"relations/{split}/{seed}")
     fs = frames(split)
-    return [p for k in range(n_sentences) for p in pairs(sentence(fs[k % len(fs)], split, rng))]
+    drawn = [compose(rng) if composed and rng.random() < composed else fs[k % len(fs)]
+             for k in range(n_sentences)]
+    return [p for frame in drawn for p in pairs(sentence(frame, split, rng))]
 
 
 def between(pair: Pair) -> str:

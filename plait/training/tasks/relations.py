@@ -49,6 +49,7 @@ class RelationsData(Config):
     baseline_train: int = 3000  # training sentences the baseline is fitted on
     vary_words: float = 0.0  # share of a frame's non-relation words swapped for random words
     joined: float = 0.0  # share of training texts made of two frames in a row
+    composed: float = 0.0  # share of training frames composed from clauses (relation_grammar)
     seed: int = 0
     dir: str = ""  # where tokenizer.json is written; "" = <train.out_dir>/data
 
@@ -58,15 +59,16 @@ class RelationsData(Config):
                              " > 0")
         if self.max_length < 8:
             raise ValueError(f"data.max_length must be at least 8, got {self.max_length}")
-        if not (0 <= self.vary_words <= 1 and 0 <= self.joined <= 1):
-            raise ValueError("data.vary_words and data.joined must be in [0, 1]")
+        if not all(0 <= x <= 1 for x in (self.vary_words, self.joined, self.composed)):
+            raise ValueError("data.vary_words, data.joined and data.composed must be in [0, 1]")
 
 
 @lru_cache(maxsize=4)
-def baseline_scores(train_sentences: int, heldout_sentences: int, seed: int
-                    ) -> dict[str, float]:
-    """:func:`plait.data.relations.baseline` on this split, computed once per process."""
-    return data.baseline(data.sample_pairs("train", train_sentences, seed),
+def baseline_scores(train_sentences: int, heldout_sentences: int, seed: int,
+                    composed: float = 0.0) -> dict[str, float]:
+    """:func:`plait.data.relations.baseline` on this split (fitted on the same share of
+    composed frames as the model), computed once per process."""
+    return data.baseline(data.sample_pairs("train", train_sentences, seed, composed),
                          data.sample_pairs("heldout", heldout_sentences, seed))
 
 
@@ -115,7 +117,7 @@ class RelationsTask(Task):
     def train_batch(self, step: int, micro: int) -> Batch:
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
         pairs = data.batch_pairs(self.data.seed + self.train.seed, step, micro, B,
-                                 self.data.vary_words, self.data.joined)
+                                 self.data.vary_words, self.data.joined, self.data.composed)
         return self.batch(pairs[r * B // W:(r + 1) * B // W], skip_long=True)
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
@@ -146,7 +148,8 @@ class RelationsTask(Task):
             pred += [data.LABELS[j] for j in logits.argmax(-1).tolist()]
         out = {"loss": total / len(pairs), **data.micro_scores([p.label for p in pairs], pred)}
         if max_batches is None:  # the final evaluation (a minute or two of cross-validation)
-            base = baseline_scores(self.data.baseline_train, self.data.heldout, self.data.seed)
+            base = baseline_scores(self.data.baseline_train, self.data.heldout, self.data.seed,
+                                   self.data.composed)
             out["baseline_f1"] = base["f1"]
         return out
 
