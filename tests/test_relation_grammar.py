@@ -3,6 +3,8 @@
 import random
 import re
 
+import pytest
+
 from plait.data import ner
 from plait.data import relation_grammar as g
 from plait.data import relations as rel
@@ -101,3 +103,14 @@ def test_composed_batches_use_training_names_and_no_held_out_frame():
     assert not any(pat.fullmatch(t) for pat in heldout for t in texts)
     new = sum(not any(pat.fullmatch(t) for pat in train) for t in texts)
     assert new > 0.8 * len(texts)  # composed, not the hand-written frames
+
+
+def test_sampled_training_pairs_take_the_composed_share_and_held_out_refuses_it():
+    train = [_pattern(f) for f in rel.frames("train")]
+    texts = {p.text for p in rel.sample_pairs("train", 300, 0, composed=0.8)}
+    new = sum(not any(pat.fullmatch(t) for pat in train) for t in texts)
+    assert 0.6 * len(texts) < new < len(texts)  # most composed, some written
+    assert rel.sample_pairs("train", 30, 0, composed=0.8) == rel.sample_pairs("train", 30, 0,
+                                                                              composed=0.8)
+    with pytest.raises(ValueError, match="training only"):
+        rel.sample_pairs("heldout", 10, 0, composed=0.5)
