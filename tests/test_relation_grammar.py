@@ -93,11 +93,14 @@ def _pattern(frame: rel.Frame) -> re.Pattern:
 def test_composed_batches_use_training_names_and_no_held_out_frame():
     heldout = [_pattern(f) for f in rel.frames("heldout")]
     train = [_pattern(f) for f in rel.frames("train")]
-    batch = [p for step in range(4) for p in rel.batch_pairs(0, step, 0, 64, composed=1.0)]
-    assert batch == [p for step in range(4) for p in rel.batch_pairs(0, step, 0, 64,
-                                                                      composed=1.0)]
-    texts = {p.text for p in batch}
-    for p in batch:
+
+    def batch() -> list[rel.Pair]:
+        return [p for step in range(4)
+                for p in rel.batch_pairs(0, step, 0, 64, composed=1.0, compose=g.compose)]
+
+    assert batch() == batch()
+    texts = {p.text for p in batch()}
+    for p in batch():
         assert not ner.is_held_out_entity(p.head.text) and not ner.is_held_out_entity(
             p.tail.text)
     assert not any(pat.fullmatch(t) for pat in heldout for t in texts)
@@ -107,10 +110,12 @@ def test_composed_batches_use_training_names_and_no_held_out_frame():
 
 def test_sampled_training_pairs_take_the_composed_share_and_held_out_refuses_it():
     train = [_pattern(f) for f in rel.frames("train")]
-    texts = {p.text for p in rel.sample_pairs("train", 300, 0, composed=0.8)}
+    texts = {p.text for p in rel.sample_pairs("train", 300, 0, 0.8, g.compose)}
     new = sum(not any(pat.fullmatch(t) for pat in train) for t in texts)
     assert 0.6 * len(texts) < new < len(texts)  # most composed, some written
-    assert rel.sample_pairs("train", 30, 0, composed=0.8) == rel.sample_pairs("train", 30, 0,
-                                                                              composed=0.8)
+    assert rel.sample_pairs("train", 30, 0, 0.8, g.compose) == rel.sample_pairs(
+        "train", 30, 0, 0.8, g.compose)
     with pytest.raises(ValueError, match="training only"):
-        rel.sample_pairs("heldout", 10, 0, composed=0.5)
+        rel.sample_pairs("heldout", 10, 0, 0.5, g.compose)
+    with pytest.raises(ValueError, match="compose function"):
+        rel.batch_pairs(0, 0, 0, 8, composed=0.5)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +45,7 @@ __all__ = ["CANDIDATE_TYPES", "LABELS", "MARKERS", "RELATIONS", "TYPES_OF", "Ent
 
 Split = Literal["train", "heldout"]
 
+Composer = Callable[[random.Random], "Frame"]  # writes a new training frame
 SLOT = re.compile(r"\{(PER|LOC|ORG|DATE)(\d+)\}")
 
 
@@ -259,21 +260,21 @@ def join(a: Frame, b: Frame) -> Frame:
 
 
 def batch_pairs(seed: int, step: int, micro: int, n: int, vary_words: float = 0.0,
-                joined: float = 0.0, composed: float = 0.0) -> list[Pair]:
+                joined: float = 0.0, composed: float = 0.0,
+                compose: Composer | None = None) -> list[Pair]:
     """``n`` training pairs of micro-batch (step, micro), a pure function of the arguments:
     pairs of sentences of random training frames, each ``"none"`` pair kept with probability
     0.5 so that relations stay frequent. ``vary_words``: see :func:`vary`; ``joined``: the share
     of texts made of two frames in a row (:func:`join`); ``composed``: the share of frames
-    written by :func:`plait.data.relation_grammar.compose` instead of drawn from the training
-    frames."""
-    from plait.data.relation_grammar import compose  # it builds on this module's frames
-
+    written by ``compose`` (:func:`plait.data.relation_grammar.compose`) instead of drawn
+    from the training frames."""
+    _check_composer(composed, compose)
     rng = random.Random(f"relations/{seed}/{step}/{micro}")
     fs = frames("train")
 
     def frame() -> Frame:
-        drawn = compose(rng) if composed > 0 and rng.random() < composed else rng.choice(fs)
-        return vary(drawn, rng, vary_words)
+        use = compose is not None and composed > 0 and rng.random() < composed
+        return vary(compose(rng) if use else rng.choice(fs), rng, vary_words)
 
     out: list[Pair] = []
     while len(out) < n:
@@ -284,19 +285,24 @@ def batch_pairs(seed: int, step: int, micro: int, n: int, vary_words: float = 0.
     return out[:n]
 
 
-def sample_pairs(split: Split, n_sentences: int, seed: int, composed: float = 0.0
-                 ) -> list[Pair]:
-    """All pairs of ``n_sentences`` sentences of the split (its frames cycled in order; in
-    training, that share ``composed`` of them from composed frames instead), a pure function
-    of the arguments."""
-    from plait.data.relation_grammar import compose
+def _check_composer(composed: float, compose: Composer | None) -> None:
+    if composed > 0 and compose is None:
+        raise ValueError("a composed share needs a compose function"
+                         " (plait.data.relation_grammar.compose)")
 
+
+def sample_pairs(split: Split, n_sentences: int, seed: int, composed: float = 0.0,
+                 compose: Composer | None = None) -> list[Pair]:
+    """All pairs of ``n_sentences`` sentences of the split (its frames cycled in order; in
+    training, that share ``composed`` of them written by ``compose`` instead), a pure
+    function of the arguments."""
+    _check_composer(composed, compose)
     if composed and split != "train":
         raise ValueError("composed frames are for training only")
     rng = random.Random(f"relations/{split}/{seed}")
     fs = frames(split)
-    drawn = [compose(rng) if composed and rng.random() < composed else fs[k % len(fs)]
-             for k in range(n_sentences)]
+    drawn = [compose(rng) if compose and composed and rng.random() < composed
+             else fs[k % len(fs)] for k in range(n_sentences)]
     return [p for frame in drawn for p in pairs(sentence(frame, split, rng))]
 
 

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import relations as data
+from plait.data.relation_grammar import compose
 from plait.text.relations import allowed, encode_pairs, typed_logits, with_markers
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
@@ -68,7 +69,7 @@ def baseline_scores(train_sentences: int, heldout_sentences: int, seed: int,
                     composed: float = 0.0) -> dict[str, float]:
     """:func:`plait.data.relations.baseline` on this split (fitted on the same share of
     composed frames as the model), computed once per process."""
-    return data.baseline(data.sample_pairs("train", train_sentences, seed, composed),
+    return data.baseline(data.sample_pairs("train", train_sentences, seed, composed, compose),
                          data.sample_pairs("heldout", heldout_sentences, seed))
 
 
@@ -117,7 +118,8 @@ class RelationsTask(Task):
     def train_batch(self, step: int, micro: int) -> Batch:
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
         pairs = data.batch_pairs(self.data.seed + self.train.seed, step, micro, B,
-                                 self.data.vary_words, self.data.joined, self.data.composed)
+                                 self.data.vary_words, self.data.joined, self.data.composed,
+                                 compose)
         return self.batch(pairs[r * B // W:(r + 1) * B // W], skip_long=True)
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
