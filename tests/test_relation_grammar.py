@@ -11,13 +11,14 @@ from plait.data import relations as rel
 
 WORD_CLASS = {"works for": "WORK", "born in": "BORN", "located in": "BASED",
               "founded on": "FOUNDED"}
-TABLES = [*g.PREDICATES.values(), *g.MODIFIERS.values(), *g.FRONTS.values(), g.TAILS]
+TABLES = [*g.PREDICATES.values(), *g.MODIFIERS.values(), *g.FRONTS.values(), g.OWNERS,
+          g.TAILS]
 
 
 def test_every_part_states_the_relation_its_words_state_and_in_the_types_order():
     for table, kind in [(t, k) for k, t in g.PREDICATES.items()] + \
                        [(t, k) for k, t in g.MODIFIERS.items()] + \
-                       [(t, k) for k, t in g.FRONTS.items()]:
+                       [(t, k) for k, t in g.FRONTS.items()] + [(g.OWNERS, "PER")]:
         for part in table:
             words = {x for x in g.skeleton(part.text) if x in WORD_CLASS.values()}
             assert words == ({WORD_CLASS[part.relation]} if part.relation else set()), part

@@ -139,8 +139,11 @@ FRONTS = {
     "LOC": (),
 }
 
-# a person object named by their employer, "{t}'s chief executive, {s}"
-OWNERS = tuple(p._replace(text=p.text.replace(", {s},", ", {s}")) for p in FRONTS["PER"][1:3])
+# a person object named by their employer: "met {t}'s chief executive, {s}"
+OWNERS = _parts("""
+    ORG | {t}'s new engineer, {s} | works for
+    ORG | {t}'s chief executive, {s} | works for
+""")
 
 # a predicate without a relation may end with a time or a place: "... sued {ORG0} on {DATE0}"
 TAILS = _parts("""
