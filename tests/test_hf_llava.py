@@ -231,6 +231,7 @@ def test_export_round_trip(tmp_path, name):
 @pytest.mark.parametrize("change, field", [
     ({"pixel_shuffle": 2}, "pixel_shuffle"),
     ({"projector": "linear"}, "projector"),
+    ({"image_attention": "bidirectional"}, "image_attention"),  # LLaVA's decoder is causal
     ({"vision": {"pre_norm": False, "patch_bias": True}}, "pre_norm"),  # a plain ViT tower
     ({"text": {"pos_encoding": "learned", "norm": "layernorm", "mlp": "gelu"}}, "pos_encoding"),
 ])

@@ -88,8 +88,9 @@ def test_feature_layer_reads_that_blocks_states():
         m.vision.features(px, 5)
 
 
-def test_cached_generation_with_an_image_equals_the_uncached_forward():
-    m = tiny(pixel_shuffle=2)
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_cached_generation_with_an_image_equals_the_uncached_forward(attention):
+    m = tiny(pixel_shuffle=2, image_attention=attention)
     n = m.config.tokens_per_image
     rows = [prompt(n, [5, 6, 7], [8]), prompt(n, [9], [10])]
     T = max(map(len, rows))
@@ -107,6 +108,35 @@ def test_cached_generation_with_an_image_equals_the_uncached_forward():
         assert torch.equal(alone[0, len(r):], out[b, T:])
     beams = m.generate(ids, mask, pixel_values=px, max_new_tokens=6, num_beams=3)
     assert beams.shape == (2, T + 6)
+
+
+def test_bidirectional_image_tokens_read_each_other_and_nothing_else():
+    m = tiny(pixel_shuffle=2, image_attention="bidirectional")
+    n = m.config.tokens_per_image  # 4
+    ids = torch.tensor([[5] + [IMG] * n + [6] + [IMG] * n + [7, 8]])
+    groups = m.image_groups(ids)
+    assert groups.tolist() == [[0] + [1] * n + [0] + [2] * n + [0, 0]]
+    x = torch.randn(1, ids.shape[1], 32)
+
+    def changed(where: int, attend_within) -> list[bool]:
+        """Which positions' logits move when the input at ``where`` does."""
+        y = x.clone()
+        y[0, where] += 1.0
+        with torch.no_grad():
+            a, b = (m.decoder(None, inputs_embeds=z, attend_within=attend_within) for z in (x, y))
+        return ((a - b).abs().amax(-1) > 1e-6)[0].tolist()
+
+    first, last = 1, n  # the first image's tokens
+    moved = changed(last, groups)
+    assert moved[first:last] == [True] * (n - 1)  # earlier tokens of the image see its last
+    assert moved[0] is False  # the text before the image does not
+    assert changed(n + 2 + n - 1, groups)[first:n + 1] == [False] * n  # nor the second image's
+    assert changed(n + 1, groups)[:n + 1] == [False] * (n + 1)  # text after an image: causal
+    assert changed(last, None)[first:last] == [False] * (n - 1)  # and causal without groups
+    with pytest.raises(ValueError, match="attend_within"):
+        m.decoder(None, inputs_embeds=x, attend_within=groups[:, :-1])
+    # LLaVA's way (causal) is the default
+    assert tiny().image_groups(ids) is None
 
 
 def test_a_model_that_generated_can_still_train():
@@ -146,5 +176,9 @@ def test_config_errors_name_the_field():
         VLMConfig(text=dict(vocab_size=10, n_layer=1, n_head=1, n_embd=8),
                   vision=dict(image_size=24, patch_size=8, n_layer=1, n_head=1, n_embd=8),
                   pixel_shuffle=2)
+    with pytest.raises(ValueError, match="image_attention"):
+        VLMConfig(text=dict(vocab_size=10, n_layer=1, n_head=1, n_embd=8),
+                  vision=dict(image_size=16, patch_size=8, n_layer=1, n_head=1, n_embd=8),
+                  image_attention="full")
     with pytest.raises(ValueError, match="model.vision"):
         VLMConfig(vision=dict(image_size=20, patch_size=8))

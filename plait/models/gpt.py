@@ -95,6 +95,16 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _within(groups: Tensor | None, B: int, T: int, start: int) -> Tensor | None:
+    """(B, T) group ids -> (B, T, T) pairs of one positive group, which attend both ways."""
+    if groups is None:
+        return None
+    if tuple(groups.shape) != (B, T) or start:
+        raise ValueError(f"attend_within must be ({B}, {T}) and cover the whole prompt (no"
+                         f" cached positions before it), got {tuple(groups.shape)} at {start}")
+    return (groups[:, :, None] == groups[:, None, :]) & (groups[:, :, None] > 0)
+
+
 class GPT(nn.Module):
     """``model(input_ids, attention_mask=None) -> logits (B, T, V)``."""
 
@@ -122,7 +132,8 @@ class GPT(nn.Module):
                 input_pos: int | None = None, last_only: bool = False, *,
                 inputs_embeds: Tensor | None = None,
                 encoder_hidden_states: Tensor | None = None,
-                encoder_attention_mask: Tensor | None = None) -> Tensor:
+                encoder_attention_mask: Tensor | None = None,
+                attend_within: Tensor | None = None) -> Tensor:
         """Logits for ``input_ids`` (B, T), or for ``inputs_embeds`` (B, T, C) given instead.
 
         Args:
@@ -135,6 +146,9 @@ class GPT(nn.Module):
             encoder_hidden_states: (B, S, memory_dim) for cross-attention (with
                 ``add_cross_attention``); None while decoding reuses the cached one.
             encoder_attention_mask: (B, S) 1 for real encoder positions, 0 for padding.
+            attend_within: (B, T) group ids: tokens of one positive id read each other both
+                ways (an image's tokens, PaliGemma-style); 0 keeps a token causal. Only for a
+                whole prompt (no cached positions before it).
         """
         x = self.embed(input_ids, inputs_embeds)  # (B, T, C)
         B, T, _ = x.shape
@@ -160,7 +174,7 @@ class GPT(nn.Module):
             x = x + pos_emb.to(x.dtype)
         mask, is_causal = make_attn_mask(
             T, k_len, causal=True, key_padding=attention_mask, bias=self.pos.bias(q_pos, k_pos),
-            device=x.device)
+            device=x.device, also=_within(attend_within, B, T, start))
         if mask is not None and mask.is_floating_point():
             mask = mask.to(x.dtype)
         ctx = AttnInputs(mask, is_causal, self.pos.rotary(q_pos), input_pos)
@@ -218,13 +232,15 @@ class GPT(nn.Module):
     def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                 inputs_embeds: Tensor | None = None,
                 encoder_hidden_states: Tensor | None = None,
-                encoder_attention_mask: Tensor | None = None) -> Tensor:
+                encoder_attention_mask: Tensor | None = None,
+                attend_within: Tensor | None = None) -> Tensor:
         """Run the prompt into the cache; next-token logits (B, V). With ``inputs_embeds`` the
         ids only stand in for the embeddings (their count and the output's bookkeeping)."""
         ids = None if inputs_embeds is not None else input_ids
         return self(ids, attention_mask, input_pos=0, last_only=True, inputs_embeds=inputs_embeds,
                     encoder_hidden_states=encoder_hidden_states,
-                    encoder_attention_mask=encoder_attention_mask)[:, -1]
+                    encoder_attention_mask=encoder_attention_mask,
+                    attend_within=attend_within)[:, -1]
 
     def step(self, input_ids: Tensor, attention_mask: Tensor | None, input_pos: int) -> Tensor:
         """One new token per row (B, 1) at ``input_pos``; next-token logits (B, V)."""

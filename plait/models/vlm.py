@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 
@@ -46,6 +47,9 @@ class VLMConfig(Config):
     projector: Literal["mlp", "linear"] = "mlp"
     projector_act: str = "gelu"  # HF: projector_hidden_act
     projector_bias: bool = True  # HF: multimodal_projector_bias
+    # "bidirectional": an image's tokens read each other both ways (PaliGemma's prefix, here
+    # the image alone); "causal" as LLaVA, whose folders are causal
+    image_attention: Literal["causal", "bidirectional"] = "causal"
 
     def __post_init__(self) -> None:
         complete_tables(self, (("vision", ViTConfig), ("text", GPTConfig)))
@@ -56,6 +60,9 @@ class VLMConfig(Config):
         if self.projector_act not in ACTIVATIONS:
             raise ValueError(f"VLMConfig.projector_act {self.projector_act!r} is not one of"
                              f" {', '.join(ACTIVATIONS)}")
+        if self.image_attention not in ("causal", "bidirectional"):
+            raise ValueError("VLMConfig.image_attention must be 'causal' or 'bidirectional',"
+                             f" got {self.image_attention!r}")
         r = self.pixel_shuffle
         if r < 1 or v.grid % r:
             raise ValueError(f"VLMConfig.pixel_shuffle ({r}) must divide the patch grid"
@@ -159,7 +166,17 @@ class VLM(nn.Module):
                 attention_mask: Tensor | None = None, last_only: bool = False) -> Tensor:
         """Next-token logits (B, T, V) for prompts that may hold images."""
         x = self.embed(input_ids, pixel_values)
-        return self.decoder(None, attention_mask, last_only=last_only, inputs_embeds=x)
+        return self.decoder(None, attention_mask, last_only=last_only, inputs_embeds=x,
+                            attend_within=self.image_groups(input_ids))
+
+    def image_groups(self, input_ids: Tensor) -> Tensor | None:
+        """(B, T) the image each placeholder belongs to (1, 2, ...; 0 for text), when an
+        image's tokens attend both ways; None when everything is causal."""
+        c = self.config
+        if c.image_attention == "causal":
+            return None
+        slots = input_ids == c.image_token_id
+        return torch.where(slots, (slots.cumsum(-1) - 1) // c.tokens_per_image + 1, 0)
 
     # -- the decoding protocol: the decoder's, with the image spliced in at prefill -------------
     @property
@@ -181,7 +198,8 @@ class VLM(nn.Module):
                 pixel_values: Tensor | None = None) -> Tensor:
         """Run the prompt (with its images) into the cache; next-token logits (B, V)."""
         x = self.embed(input_ids, pixel_values)
-        return self.decoder.prefill(input_ids, attention_mask, inputs_embeds=x)
+        return self.decoder.prefill(input_ids, attention_mask, inputs_embeds=x,
+                                    attend_within=self.image_groups(input_ids))
 
     def step(self, input_ids: Tensor, attention_mask: Tensor | None, input_pos: int) -> Tensor:
         return self.decoder.step(input_ids, attention_mask, input_pos)

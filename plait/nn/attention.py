@@ -77,6 +77,7 @@ def make_attn_mask(
     key_padding: Tensor | None = None,
     bias: Tensor | None = None,
     device: torch.device | str | None = None,
+    also: Tensor | None = None,
 ) -> tuple[Tensor | None, bool]:
     """Combine causality, key padding and a position bias into SDPA's (attn_mask, is_causal).
 
@@ -86,13 +87,17 @@ def make_attn_mask(
         key_padding: (B, Tk) with 1/True for real tokens, 0/False for padding.
         bias: (B|1, nh, Tq, Tk) additive bias (ALiBi, relative), or None.
         device: where to build the causal mask when neither key_padding nor bias is given.
+        also: (B, Tq, Tk) True for pairs that may attend whatever causality says (a block of
+            image tokens that read each other both ways, as PaliGemma's prefix does).
     """
-    if key_padding is None and bias is None:
+    if key_padding is None and bias is None and also is None:
         if not causal or q_len == 1:
             return None, False
         if q_len == k_len:
             return None, True
-    if key_padding is not None:
+    if also is not None:
+        device = also.device
+    elif key_padding is not None:
         device = key_padding.device
     elif bias is not None:
         device = bias.device
@@ -100,6 +105,8 @@ def make_attn_mask(
     if causal:
         q_idx = torch.arange(k_len - q_len, k_len, device=device)[:, None]
         mask = (torch.arange(k_len, device=device)[None, :] <= q_idx)[None, None]  # (1,1,Tq,Tk)
+    if also is not None:
+        mask = also[:, None] if mask is None else mask | also[:, None]
     if key_padding is not None:
         pad = key_padding.bool()[:, None, None, :]  # (B, 1, 1, Tk)
         mask = pad if mask is None else mask & pad
