@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from plait.config import Config
+from plait.config import Config, require_choice
 from plait.models.base import complete_tables
 from plait.models.gpt import GPT, GPTConfig
 from plait.models.vit import ViT, ViTConfig
@@ -60,9 +60,7 @@ class VLMConfig(Config):
         if self.projector_act not in ACTIVATIONS:
             raise ValueError(f"VLMConfig.projector_act {self.projector_act!r} is not one of"
                              f" {', '.join(ACTIVATIONS)}")
-        if self.image_attention not in ("causal", "bidirectional"):
-            raise ValueError("VLMConfig.image_attention must be 'causal' or 'bidirectional',"
-                             f" got {self.image_attention!r}")
+        require_choice(self, "image_attention", ("causal", "bidirectional"))
         r = self.pixel_shuffle
         if r < 1 or v.grid % r:
             raise ValueError(f"VLMConfig.pixel_shuffle ({r}) must divide the patch grid"
