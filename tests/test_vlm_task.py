@@ -21,6 +21,8 @@ from plait.data.scenes import (
     QUESTION_KINDS,
     canonical_caption,
     mentioned,
+    place,
+    placed,
     reading_order,
     rephrase,
     scene_at,
@@ -97,6 +99,29 @@ def test_canonical_caption_names_every_shape_in_reading_order():
         assert pairs == order
     assert mentioned("a red circle and two blue stars") == (("blue", "star"), ("red", "circle"))
     assert not any(p in HELDOUT_PAIRS for s in scenes(300, "train", 0) for p in s.key)
+
+
+def test_placed_captions_state_every_shape_and_its_cell_in_reading_order(tmp_path):
+    from plait.training.config import TrainConfig
+    from plait.training.tasks.clip import ClipData, ClipTask
+
+    for split in ("train", "heldout"):
+        items = scenes(100, split)
+        for s, p in zip(items, placed(items, split), strict=True):
+            assert p.shapes == s.shapes and p.qa == s.qa and len(set(p.captions)) == 4
+            for cap in p.captions:
+                assert mentioned(cap) == s.key
+                order = [f"{sh.colour} {sh.kind} in the {place(sh)}"
+                         for sh in reading_order(s.shapes)]
+                found = sorted(order, key=lambda o: cap.index(o))  # each one is there ...
+                assert found == order  # ... in reading order
+    assert placed(scenes(5), "train")[3].captions == placed(scenes(5), "train")[3].captions
+    data = ClipData(n_train=20, n_gallery=10, batch_size=8, image_size=32, captions="placed",
+                    dir=str(tmp_path))
+    task = ClipTask(data, TrainConfig(), Dist())
+    assert all(" in the " in c for it in task.items for c in it.captions)
+    assert ClipTask(data.replace(captions="scene"), TrainConfig(), Dist()).items[0].captions != (
+        task.items[0].captions)
 
 
 # -- the loss ---------------------------------------------------------------------------------

@@ -181,16 +181,34 @@ def describe(shapes: list[Shape], rng: random.Random) -> str:
         f"{phrases[0]}, {phrases[1]} and {phrases[2]}")
 
 
-def captions(shapes: list[Shape], rng: random.Random, n: int = 4) -> list[str]:
-    """``n`` distinct true captions (different orders, relations, sizes and templates)."""
+def describe_placed(shapes: list[Shape], rng: random.Random) -> str:
+    """Every shape with its grid cell, in reading order ("a red circle in the top left and a
+    blue square in the middle"): a description that states the whole layout."""
+    sized = rng.random() < 0.5
+    parts = [f"{s.phrase(sized)} in the {place(s)}" for s in reading_order(shapes)]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def captions(shapes: list[Shape], rng: random.Random, n: int = 4,
+             placed: bool = False) -> list[str]:
+    """``n`` distinct true captions (different orders, relations, sizes and templates);
+    ``placed``: each states every shape's cell (:func:`describe_placed`), in up to ``n``."""
     out: list[str] = []
     for _ in range(20 * n):
-        text = rng.choice(TRAIN_TEMPLATES).format(describe(shapes, rng))
+        words = describe_placed(shapes, rng) if placed else describe(shapes, rng)
+        text = rng.choice(TRAIN_TEMPLATES).format(words)
         if text not in out:
             out.append(text)
         if len(out) == n:
             break
     return out
+
+
+def placed(items: list[Scene], split: str) -> list[Scene]:
+    """The same scenes, each captioned by where its shapes are (``placed=True``), from a seed
+    of its split and position."""
+    return [Scene(s.shapes, captions(s.shapes, random.Random(f"placed/{split}/{i}"), placed=True),
+                  s.qa) for i, s in enumerate(items)]
 
 
 class QA(NamedTuple):

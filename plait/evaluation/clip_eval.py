@@ -27,11 +27,13 @@ SHAPES_ZERO_SHOT_TEMPLATES = ("a photo of a {}", "a rendering of a {}", "there i
 
 
 def eval_shapes(enc: ClipEncoder, image_size: int, n_gallery: int = 100,
-                seed: int = 0) -> dict[str, float]:
-    """recall@1/5/10 both ways on a gallery of distinct held-out scenes."""
-    from plait.data.scenes import distinct_scenes
+                seed: int = 0, placed: bool = False) -> dict[str, float]:
+    """recall@1/5/10 both ways on a gallery of distinct held-out scenes (``placed``: with the
+    captions that place every shape, for a tower trained on those)."""
+    from plait.data import scenes
 
-    gallery = distinct_scenes(n_gallery, "heldout", seed)
+    gallery = scenes.distinct_scenes(n_gallery, "heldout", seed)
+    gallery = scenes.placed(gallery, "heldout") if placed else gallery
     img = enc.embed_images([s.render(image_size) for s in gallery])  # (G, D)
     texts = [c for s in gallery for c in s.captions]
     owner = torch.tensor([i for i, s in enumerate(gallery) for _ in s.captions])  # (Q,)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from plait.config import Config
 from plait.data.digits import load_digits_split
-from plait.data.scenes import distinct_scenes, scenes
+from plait.data.scenes import distinct_scenes, placed, scenes
 from plait.nn.positions import Learned
 from plait.text.base import pad_batch
 from plait.training.config import TrainConfig
@@ -43,6 +43,9 @@ class ClipData(Config):
     n_gallery: int = 100  # shapes: held-out retrieval gallery
     batch_size: int = 128  # global batch (split across ranks)
     crop_scale: tuple[float, float] = (1.0, 1.0)  # random-resized-crop area; (1, 1) = off
+    # shapes: "placed" captions state every shape's grid cell ("a red circle in the top left
+    # and ..."), so the contrastive loss asks the image tower for the layout (docs/vlm.md §5)
+    captions: Literal["scene", "placed"] = "scene"
     init: Literal["fan_in", "model"] = "fan_in"  # re-initialise a fresh model (see fan_in_init)
     dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
     seed: int = 0
@@ -137,7 +140,8 @@ class ClipTask(Task):
         enc = ClipEncoder(inner, self.tokenizer, self.image_config)
         size = self.data.image_size
         if self.data.dataset == "shapes":
-            metrics = eval_shapes(enc, size, self.data.n_gallery, self.data.seed)
+            metrics = eval_shapes(enc, size, self.data.n_gallery, self.data.seed,
+                                  placed=self.data.captions == "placed")
         else:
             metrics = eval_digits(enc, size, self.data.seed)
         held = _items(self.data, "heldout")[:256]
@@ -170,9 +174,9 @@ def fan_in_init(model: nn.Module) -> None:
 def _items(data: ClipData, split: str = "train") -> list:
     """Objects with ``.render(size)`` and ``.captions``: scenes or digits."""
     if data.dataset == "shapes":
-        if split == "train":
-            return scenes(data.n_train, "train", data.seed)
-        return distinct_scenes(data.n_gallery, "heldout", data.seed)
+        items = (scenes(data.n_train, "train", data.seed) if split == "train" else
+                 distinct_scenes(data.n_gallery, "heldout", data.seed))
+        return placed(items, split) if data.captions == "placed" else items
     return load_digits_split(split, data.seed)
 
 
