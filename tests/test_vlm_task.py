@@ -122,6 +122,8 @@ def test_placed_captions_state_every_shape_and_its_cell_in_reading_order(tmp_pat
     assert all(" in the " in c for it in task.items for c in it.captions)
     assert ClipTask(data.replace(captions="scene"), TrainConfig(), Dist()).items[0].captions != (
         task.items[0].captions)
+    with pytest.raises(ValueError, match="needs data.dataset = 'shapes'"):
+        ClipData(dataset="digits", captions="placed")
 
 
 # -- the loss ---------------------------------------------------------------------------------

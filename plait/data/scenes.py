@@ -192,7 +192,7 @@ def describe_placed(shapes: list[Shape], rng: random.Random) -> str:
 def captions(shapes: list[Shape], rng: random.Random, n: int = 4,
              placed: bool = False) -> list[str]:
     """``n`` distinct true captions (different orders, relations, sizes and templates);
-    ``placed``: each states every shape's cell (:func:`describe_placed`), in up to ``n``."""
+    ``placed``: each states every shape's cell instead (:func:`describe_placed`)."""
     out: list[str] = []
     for _ in range(20 * n):
         words = describe_placed(shapes, rng) if placed else describe(shapes, rng)

@@ -53,6 +53,9 @@ class ClipData(Config):
     def __post_init__(self) -> None:
         if min(self.image_size, self.n_train, self.n_gallery, self.batch_size) <= 0:
             raise ValueError("data.image_size, n_train, n_gallery and batch_size must be > 0")
+        if self.captions == "placed" and self.dataset != "shapes":
+            raise ValueError("data.captions = 'placed' places the shapes of scenes: it needs"
+                             " data.dataset = 'shapes'")
 
 
 def caption_tokenizer(captions: Iterable[str]):
