@@ -22,11 +22,11 @@ from plait.data.scenes import (
     canonical_caption,
     mentioned,
     place,
-    placed,
     reading_order,
     rephrase,
     scene_at,
     scenes,
+    with_placed_captions,
 )
 from plait.inference.vlm import CAPTION_QUESTIONS
 from plait.training import recipe_from_dict, train
@@ -107,7 +107,7 @@ def test_placed_captions_state_every_shape_and_its_cell_in_reading_order(tmp_pat
 
     for split in ("train", "heldout"):
         items = scenes(100, split)
-        for s, p in zip(items, placed(items, split), strict=True):
+        for s, p in zip(items, with_placed_captions(items, split), strict=True):
             assert p.shapes == s.shapes and p.qa == s.qa and len(set(p.captions)) == 4
             for cap in p.captions:
                 assert mentioned(cap) == s.key
@@ -115,7 +115,8 @@ def test_placed_captions_state_every_shape_and_its_cell_in_reading_order(tmp_pat
                          for sh in reading_order(s.shapes)]
                 found = sorted(order, key=lambda o: cap.index(o))  # each one is there ...
                 assert found == order  # ... in reading order
-    assert placed(scenes(5), "train")[3].captions == placed(scenes(5), "train")[3].captions
+    again = with_placed_captions(scenes(5), "train")[3].captions
+    assert again == with_placed_captions(scenes(5), "train")[3].captions
     data = ClipData(n_train=20, n_gallery=10, batch_size=8, image_size=32, captions="placed",
                     dir=str(tmp_path))
     task = ClipTask(data, TrainConfig(), Dist())

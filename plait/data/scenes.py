@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 from PIL import Image, ImageDraw
 
+from plait.text.events import english_list
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "orange": (245, 140, 0),
@@ -177,16 +179,14 @@ def describe(shapes: list[Shape], rng: random.Random) -> str:
         a, b = order[0], order[1]
         rel = f"{a.phrase(sized)} {relation(a, b)} {b.phrase(sized)}"
         return rel if len(shapes) == 2 else f"{rel} and {phrases[2]}"
-    return " and ".join(phrases) if len(phrases) == 2 else (
-        f"{phrases[0]}, {phrases[1]} and {phrases[2]}")
+    return english_list(phrases)
 
 
 def describe_placed(shapes: list[Shape], rng: random.Random) -> str:
     """Every shape with its grid cell, in reading order ("a red circle in the top left and a
     blue square in the middle"): a description that states the whole layout."""
     sized = rng.random() < 0.5
-    parts = [f"{s.phrase(sized)} in the {place(s)}" for s in reading_order(shapes)]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return english_list([f"{s.phrase(sized)} in the {place(s)}" for s in reading_order(shapes)])
 
 
 def captions(shapes: list[Shape], rng: random.Random, n: int = 4,
@@ -204,7 +204,7 @@ def captions(shapes: list[Shape], rng: random.Random, n: int = 4,
     return out
 
 
-def placed(items: list[Scene], split: str) -> list[Scene]:
+def with_placed_captions(items: list[Scene], split: str) -> list[Scene]:
     """The same scenes, each captioned by where its shapes are (``placed=True``), from a seed
     of its split and position."""
     return [Scene(s.shapes, captions(s.shapes, random.Random(f"placed/{split}/{i}"), placed=True),
@@ -294,8 +294,7 @@ def reading_order(shapes: list[Shape]) -> list[Shape]:
 def canonical_caption(shapes: list[Shape]) -> str:
     """The one caption a captioner is taught: every shape by colour and kind, in reading
     order ("a red circle, a blue square and a green star")."""
-    phrases = [s.phrase() for s in reading_order(shapes)]
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return english_list([s.phrase() for s in reading_order(shapes)])
 
 
 def mentioned(text: str) -> tuple[tuple[str, str], ...]:

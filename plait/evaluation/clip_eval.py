@@ -33,7 +33,7 @@ def eval_shapes(enc: ClipEncoder, image_size: int, n_gallery: int = 100,
     from plait.data import scenes
 
     gallery = scenes.distinct_scenes(n_gallery, "heldout", seed)
-    gallery = scenes.placed(gallery, "heldout") if placed else gallery
+    gallery = scenes.with_placed_captions(gallery, "heldout") if placed else gallery
     img = enc.embed_images([s.render(image_size) for s in gallery])  # (G, D)
     texts = [c for s in gallery for c in s.captions]
     owner = torch.tensor([i for i, s in enumerate(gallery) for _ in s.captions])  # (Q,)

@@ -39,7 +39,12 @@ def sentence(facts: Sequence[Fact], colours: Sequence[str] = COLOUR_ORDER) -> st
     events = [event(f) for f in sorted(facts, key=lambda f: (order.index(f[0]), f))]
     if not events:
         return "nothing moves"
-    return events[0] if len(events) == 1 else ", ".join(events[:-1]) + " and " + events[-1]
+    return english_list(events)
 
 
-__all__ = ["COLOUR_ORDER", "Fact", "event", "sentence"]
+def english_list(phrases: Sequence[str]) -> str:
+    """"a", "a and b", "a, b and c": phrases joined as an English list (scene captions too)."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+__all__ = ["COLOUR_ORDER", "Fact", "english_list", "event", "sentence"]

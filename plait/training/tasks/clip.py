@@ -23,7 +23,7 @@ from torch import Tensor
 
 from plait.config import Config
 from plait.data.digits import load_digits_split
-from plait.data.scenes import distinct_scenes, placed, scenes
+from plait.data.scenes import distinct_scenes, scenes, with_placed_captions
 from plait.nn.positions import Learned
 from plait.text.base import pad_batch
 from plait.training.config import TrainConfig
@@ -179,7 +179,7 @@ def _items(data: ClipData, split: str = "train") -> list:
     if data.dataset == "shapes":
         items = (scenes(data.n_train, "train", data.seed) if split == "train" else
                  distinct_scenes(data.n_gallery, "heldout", data.seed))
-        return placed(items, split) if data.captions == "placed" else items
+        return with_placed_captions(items, split) if data.captions == "placed" else items
     return load_digits_split(split, data.seed)
 
 
