@@ -13,7 +13,12 @@ import torch
 
 from plait.cli.main import main
 from plait.data import ner, speakers, translate
+from plait.loading import load
+from plait.models.bert import Bert, BertConfig, masked_mean
 from plait.training import recipe_from_dict, train
+from plait.training.config import TrainConfig
+from plait.training.distributed import Dist
+from plait.training.tasks.classify import SpeakersData, SpeakersTask, sif_weights
 
 TINY_BERT = {"arch": "bert", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_inner": 64,
              "block_size": 64, "dropout": 0.0}
@@ -77,6 +82,20 @@ def test_speaker_split_holds_out_every_tenth_speech_of_each_list():
         assert (f"{s.speaker}:\n{s.text}" in left_in) == bool(again)
 
 
+def test_speaker_validation_split_is_every_ninth_training_speech_and_unseen():
+    text = "data/tinyshakespeare.txt"
+    train_set = speakers.speeches(text, "train")
+    fit, val = speakers.speeches(text, "train", True), speakers.speeches(text, "heldout", True)
+    assert [s.index for s in val] == [s.index for k, s in enumerate(train_set) if k % 9 == 8]
+    assert sorted(s.index for s in fit + val) == [s.index for s in train_set]
+    assert {s.speaker for s in val} == set(speakers.speakers(text))
+    rest = {s.index for s in speakers.rest(text, validation=True)}
+    held = {s.index for s in speakers.speeches(text, "heldout")}
+    assert not rest & ({s.index for s in val} | held)  # neither is pretrained on
+    assert len(rest) == speakers.count(text) - len(val) - len(held)
+    assert len(speakers.pretraining_text(text, validation=True)) == len(rest)
+
+
 def test_ner_test_sentences_use_unseen_frames_and_names():
     train_s, test_s = ner.sentences("train", 300), ner.sentences("heldout", 300)
     train_frames, test_frames = set(ner.frames("train")), set(ner.frames("heldout"))
@@ -137,9 +156,10 @@ def test_translate_on_a_gpt_folder_is_refused_by_name(tmp_path, capsys):
 
 def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):
     out = tmp_path / "speakers"
+    model = {**TINY_BERT, "pooling": "weighted"}
     result = train(recipe_from_dict({
-        "task": "classify-speakers", "model": TINY_BERT,
-        "data": {"batch_size": 8, "max_length": 64},
+        "task": "classify-speakers", "model": model,
+        "data": {"batch_size": 8, "max_length": 64, "window": 1000},
         "train": {**FAST, "out_dir": str(out)},
         "stages": [{"name": "pretrain", "task": "mlm",
                     "data": {"corpus": "speakers", "vocab_size": 300, "block_size": 64,
@@ -149,6 +169,9 @@ def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):
     assert "new: pooler.dense.weight" in printed  # the classifier starts where MLM ended
     capsys.readouterr()
     assert (out / "pretrain" / "model.safetensors").is_file()
+    trained, n = load(out), speakers.count("data/tinyshakespeare.txt")
+    assert trained.config.aux_labels == -(-n // 1000) == trained.aux_head.out_features
+    assert trained.pool_weight.min() < 0.1 and trained.pool_weight.max() == 1.0  # SIF, saved
     assert 0 <= result["val_accuracy"] <= 1 and 0 <= result["val_baseline_accuracy"] <= 1
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["head"] == "classify" and cfg["labels"] == list(speakers.speakers(
@@ -159,8 +182,8 @@ def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):
     assert main(["tag", "--model", str(out), "Romeo"]) == 2  # a classifier is not a tagger
     assert "'tag' head" in capsys.readouterr().err
     assert train(recipe_from_dict({  # resuming a finished pretraining stage skips it
-        "task": "classify-speakers", "model": TINY_BERT,
-        "data": {"batch_size": 8, "max_length": 64},
+        "task": "classify-speakers", "model": model,
+        "data": {"batch_size": 8, "max_length": 64, "window": 1000},
         "train": {**FAST, "out_dir": str(out), "max_steps": 8},
         "stages": [{"name": "pretrain", "task": "mlm",
                     "data": {"corpus": "speakers", "vocab_size": 300, "block_size": 64,
@@ -257,3 +280,50 @@ def test_label_smoothing_reduces_to_cross_entropy_and_handles_unpadded_batches()
     torch.testing.assert_close(CrossEntropy(0.0)(logits, y), plain)
     smooth = CrossEntropy(0.1)(logits, y)  # no ignored position at all: no division by zero
     assert torch.isfinite(smooth) and smooth > plain * 0.5
+
+
+def test_weighted_pooling_is_the_weighted_mean_and_sif_weighs_rare_pieces_more():
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, n_inner=32, block_size=16,
+                     head="classify", num_labels=3, pooling="weighted")
+    m = Bert(cfg).eval()
+    ids, mask = torch.randint(1, 40, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    mask[1, 4:] = 0
+    h = m(ids, mask)
+    assert torch.allclose(m.pool(h, mask, ids), m.pooler(masked_mean(h, mask)[:, None]))
+    m.pool_weight.uniform_(0.1, 1.0)
+    w = m.pool_weight[ids] * mask  # (B, T)
+    by_hand = torch.stack([(w[b, :, None] * h[b]).sum(0) / w[b].sum() for b in range(2)])
+    assert torch.allclose(m.pool(h, mask, ids), m.pooler(by_hand[:, None]), atol=1e-6)
+    assert torch.allclose(m.logits(ids, mask), m.head(m.pool(h, mask, ids)), atol=1e-6)
+    with pytest.raises(ValueError, match="pass input_ids"):
+        m.pool(h, mask)
+
+    class Pieces:  # a tokenizer of single letters
+        vocab_size = 5
+
+        def encode(self, text):
+            return ["abcde".index(c) for c in text]
+
+    weights = sif_weights(Pieces(), ["aab", "a"], a=0.1)  # p(a) = 3/4, p(b) = 1/4, c-e unseen
+    assert torch.allclose(weights, torch.tensor([0.1 / 0.85, 0.1 / 0.35, 1.0, 1.0, 1.0]))
+
+
+def test_window_rows_ride_beside_the_speakers_and_are_never_held_out(tmp_path):
+    data = SpeakersData(batch_size=4, max_length=32, vocab_size=300, window=100)
+    task = SpeakersTask(data, TrainConfig(out_dir=str(tmp_path)), Dist())
+    held = {s.index for s in speakers.speeches(data.text, "heldout")}
+    rest = speakers.rest(data.text)  # every speech but the held-out ones, any speaker
+    assert not held & {s.index for s in rest} and len(rest) == speakers.count(data.text) - len(held)
+    assert task.located == [(s.text, s.index // 100) for s in rest]
+    batch = task.train_batch(3, 0)
+    assert batch["input_ids"].shape[0] == 8 and task.count(batch) == 4
+    assert batch["aux_labels"].max() < -(-speakers.count(data.text) // 100)
+    assert torch.equal(batch["labels"], task.batch(task.draw(task.train_set, "", 3, 0))["labels"])
+    cfg = task.model_config(BertConfig(**{k: v for k, v in TINY_BERT.items() if k != "arch"},
+                                       pooling="weighted"))
+    model = Bert(cfg)
+    task.fit_model(model)
+    loss = task.loss(model, batch)
+    loss.backward()
+    assert loss.isfinite() and model.aux_head.weight.grad.abs().sum() > 0

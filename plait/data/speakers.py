@@ -8,7 +8,9 @@ file is in play order, so a split by position would leave most speakers out of t
 
 :func:`pretraining_text` is the whole file without the held-out speeches (name lines
 included), for masked-LM pretraining; :func:`speeches` gives the labelled training or
-held-out speeches.
+held-out speeches. With ``validation=True`` both also set aside every ninth training speech,
+and ``"heldout"`` means those instead: a split to compare recipes on while the held-out
+speeches stay unseen.
 """
 
 from __future__ import annotations
@@ -63,16 +65,41 @@ def speakers(path: str | Path) -> tuple[str, ...]:
     return _load(str(path))[1]
 
 
-def speeches(path: str | Path, split: Literal["train", "heldout"]) -> list[Speech]:
-    """The top speakers' speeches of one split, in file order."""
+def _validation(path: str) -> frozenset[int]:
+    """Indices of the validation speeches: every ninth of the top speakers' training speeches."""
+    all_speeches, top, held = _load(path)
+    train = [s for s in all_speeches if s.speaker in top and s.index not in held]
+    return frozenset(s.index for k, s in enumerate(train) if k % 9 == 8)
+
+
+def speeches(path: str | Path, split: Literal["train", "heldout"],
+             validation: bool = False) -> list[Speech]:
+    """The top speakers' speeches of one split, in file order; with ``validation``, the
+    training speeches without the validation ones, or (``"heldout"``) those."""
     all_speeches, top, held = _load(str(path))
+    if validation:
+        all_speeches, held = (tuple(s for s in all_speeches if s.index not in held),
+                              _validation(str(path)))
     return [s for s in all_speeches
             if s.speaker in top and (s.index in held) == (split == "heldout")]
 
 
-def pretraining_text(path: str | Path) -> list[str]:
-    """The rest of the text, for masked-LM pretraining: every speech of the file (any speaker)
-    that is not held out, with its ``NAME:`` line, as the file has it. A held-out speech is
-    gone with its name line; a training speech's name is no more than fine-tuning sees."""
+def rest(path: str | Path, validation: bool = False) -> list[Speech]:
+    """The rest of the text: every speech of the file (any speaker) that is not held out (nor,
+    with ``validation``, a validation speech), in file order."""
     all_speeches, _, held = _load(str(path))
-    return [f"{s.speaker}:\n{s.text}" for s in all_speeches if s.index not in held]
+    if validation:
+        held = held | _validation(str(path))
+    return [s for s in all_speeches if s.index not in held]
+
+
+def count(path: str | Path) -> int:
+    """How many speeches the file has (any speaker, held out or not)."""
+    return len(_load(str(path))[0])
+
+
+def pretraining_text(path: str | Path, validation: bool = False) -> list[str]:
+    """The rest of the text, for masked-LM pretraining: each speech of :func:`rest` with its
+    ``NAME:`` line, as the file has it. A held-out speech is gone with its name line; a
+    training speech's name is no more than fine-tuning sees."""
+    return [f"{s.speaker}:\n{s.text}" for s in rest(path, validation)]

@@ -79,21 +79,26 @@ class BertConfig(TransformerConfig):
     # what the pooler (and so the classify head) reads: [CLS], as BERT; or the mean of the real
     # tokens (Reimers 2019), a bag of contextual words that a small fine-tuning set fits sooner;
     # or "markers": the states of two entity-start markers side by side, [h_E1; h_E2] (Baldini
-    # Soares et al. 2019, relation extraction), so the head is 2 n_embd wide
-    pooling: Literal["cls", "mean", "markers"] = "cls"
+    # Soares et al. 2019, relation extraction), so the head is 2 n_embd wide; or "weighted":
+    # the mean with each token weighted by its piece's entry in the ``pool_weight`` buffer,
+    # which a task fills from its data (SIF's a / (a + p(piece)), Arora et al. 2017)
+    pooling: Literal["cls", "mean", "markers", "weighted"] = "cls"
+    # > 0: an auxiliary classifier over the pooled vector (``aux_head``), trained beside the
+    # head on a second task (where in the corpus a text comes from); prediction never reads it
+    aux_labels: int = 0
 
     def __post_init__(self) -> None:
         self.check_transformer(("vocab_size", "block_size", "type_vocab_size"))
         require_positive(self, ("num_labels",))
         if self.embedding_size is not None:
             require_positive(self, ("embedding_size",))
-        require_positive(self, ("pos_offset",), zero_ok=True)
+        require_positive(self, ("pos_offset", "aux_labels"), zero_ok=True)
         if self.labels and len(self.labels) != self.num_labels:
             raise ValueError(f"BertConfig.labels has {len(self.labels)} names for num_labels ="
                              f" {self.num_labels}")
         require_choice(self, "mlp", ACTIVATIONS)  # the MLM head's transform uses it too
         require_choice(self, "pos_encoding", ("learned", "rope"))
-        require_choice(self, "pooling", ("cls", "mean", "markers"))
+        require_choice(self, "pooling", ("cls", "mean", "markers", "weighted"))
 
     @property
     def embed_dim(self) -> int:
@@ -194,7 +199,11 @@ class Bert(nn.Module):
         # masked-LM and tagging checkpoints have no pooler: their pooled vector is [CLS]'s
         pooled = c.head in ("none", "classify") and c.pooling != "markers"
         self.pooler = Pooler(c.n_embd) if pooled else ClsToken()
+        if c.pooling == "weighted":  # saved with the weights: prediction pools as training did
+            self.register_buffer("pool_weight", torch.ones(c.vocab_size))
         self.head = make_head(c)
+        if c.aux_labels:
+            self.aux_head = nn.Linear(c.n_embd, c.aux_labels)
         self.apply(normal_init)
         if c.head == "mlm" and c.tie_embeddings:
             self.head.decoder.weight = self.wte.weight
@@ -228,11 +237,19 @@ class Bert(nn.Module):
         mask, _ = make_attn_mask(T, T, causal=False, key_padding=attention_mask)
         return self.encoder(x, AttnInputs(mask, rope=self.pos.rotary(pos)), rows=rows)
 
-    def pool(self, h: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Hidden states (B, T, C) -> the pooled vector (B, C), by ``config.pooling``."""
-        if self.config.pooling == "markers":
+    def pool(self, h: Tensor, attention_mask: Tensor | None = None,
+             input_ids: Tensor | None = None) -> Tensor:
+        """Hidden states (B, T, C) -> the pooled vector (B, C), by ``config.pooling``
+        ("weighted" reads each token's weight by its id in ``input_ids``)."""
+        pooling = self.config.pooling
+        if pooling == "markers":
             raise ValueError("pooling 'markers' reads two marker positions: use pool_markers")
-        if self.config.pooling == "mean":
+        if pooling == "weighted":
+            if input_ids is None:
+                raise ValueError("pooling 'weighted' weighs each token by its id: pass input_ids")
+            weight = self.pool_weight[input_ids]  # (B, T)
+            attention_mask = weight if attention_mask is None else weight * attention_mask
+        if pooling in ("mean", "weighted"):
             h = masked_mean(h, attention_mask)[:, None]  # (B, 1, C): the pooler reads row 0
         return self.pooler(h)
 
@@ -245,8 +262,9 @@ class Bert(nn.Module):
     def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                token_type_ids: Tensor | None = None) -> Tensor:
         """BERT's pooled vector (B, C); for [CLS], the last layer runs for [CLS] alone."""
-        if self.config.pooling in ("mean", "markers"):
-            return self.pool(self(input_ids, attention_mask, token_type_ids), attention_mask)
+        if self.config.pooling in ("mean", "markers", "weighted"):
+            return self.pool(self(input_ids, attention_mask, token_type_ids), attention_mask,
+                             input_ids)
         return self.pooler(self(input_ids, attention_mask, token_type_ids, rows=0))
 
     def mean_pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,

@@ -16,12 +16,20 @@ from plait.training.tasks import Task
 
 
 def build_model(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
-    """A fresh model from ``[model]``, or one started from the ``init_from`` folder.
+    """A fresh model from ``[model]``, or one started from the ``init_from`` folder; either
+    way then fitted to the data by ``task.fit_model``.
 
     ``init_from``: the folder's architecture and config (``plait.load``, plait or Hugging
     Face) with the keys the recipe's ``[model]`` sets over it, adapted by the task (a
     classification head where a masked-LM head was, the labels' count); every tensor the two
     models share by name and shape is copied, and the rest start fresh (``start_from``)."""
+    model = _build(recipe, task, device)
+    with torch.no_grad():
+        task.fit_model(model)
+    return model
+
+
+def _build(recipe: Recipe, task: Task, device: torch.device) -> nn.Module:
     if not recipe.train.init_from:
         config = task.model_config(recipe.model)
         model = model_classes(recipe.arch)[1](config)

@@ -19,9 +19,10 @@ one. The contract, method by method:
   a task never prints.
 - ``count(batch) -> int``: items in a batch (tokens, pairs), for throughput and eval weights.
 - ``units``: metric name -> unit, for what the trainer prints.
-- ``model_config(config)``, ``init_model(model)``, ``build_from(source, config, where)``,
-  ``param_groups(model)``, ``prepare()``, ``files()``: fit the architecture's config to the data,
-  re-initialise a fresh model, build the model around an ``init_from`` folder of another
+- ``model_config(config)``, ``init_model(model)``, ``fit_model(model)``,
+  ``build_from(source, config, where)``, ``param_groups(model)``, ``prepare()``, ``files()``:
+  fit the architecture's config to the data, re-initialise a fresh model, set what a model
+  takes from the data, build the model around an ``init_from`` folder of another
   architecture, group the parameters for the optimizer (default: ``train.freeze`` /
   ``train.part_lr``), build the training data an evaluation does not need, name files to
   copy beside the weights. Each has a default that does the usual thing.
@@ -138,6 +139,11 @@ class Task:
     def init_model(self, model: nn.Module) -> None:
         """Called on a freshly built model (not on resume or fine-tuning); default: keep the
         model's own initialisation."""
+
+    def fit_model(self, model: nn.Module) -> None:
+        """Called on the model to train however it started (fresh or from ``init_from``) to
+        set what it takes from the data rather than from training (a classifier's pooling
+        weights); on resume the saved weights then replace it. Default: nothing."""
 
     def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
         """A new model of the recipe's architecture (``config``) built around ``source``, a

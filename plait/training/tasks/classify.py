@@ -29,7 +29,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import speakers as S
-from plait.text.base import pad_batch
+from plait.text.base import Tokenizer, pad_batch
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.losses import CrossEntropy
@@ -46,10 +46,13 @@ class TextsData(Config):
     max_length: int = 128  # WordPiece pieces per text, [CLS] and [SEP] included
     vocab_size: int = 4000  # only when no pretrained tokenizer comes with init_from
     dir: str = ""  # where tokenizer.json is written; "" = <train.out_dir>/data
+    # model.pooling = "weighted": a piece of frequency p in the training texts weighs
+    # sif / (sif + p) in the mean (Arora et al. 2017's smooth inverse frequency)
+    sif: float = 1e-3
 
     def __post_init__(self) -> None:
-        if min(self.batch_size, self.max_length - 2, self.vocab_size) <= 0:
-            raise ValueError("data.batch_size and vocab_size must be > 0, max_length > 2")
+        if min(self.batch_size, self.max_length - 2, self.vocab_size, self.sif) <= 0:
+            raise ValueError("data.batch_size, vocab_size and sif must be > 0, max_length > 2")
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,37 @@ class SpeakersData(TextsData):
     """``[data]`` for the speaker task."""
 
     text: str = "data/tinyshakespeare.txt"
+    # score every ninth training speech instead of the held-out ones (pretrain with
+    # corpus = "speakers-validation" so they are unseen): for comparing recipes
+    validation: bool = False
+    # > 0: beside each batch, as many speeches of the rest of the text (any speaker) for an
+    # auxiliary head that names which run of this many speeches of the file each comes from:
+    # where in the plays it is, learned from five times the labelled speeches
+    window: int = 0
+    window_weight: float = 1.0  # that head's loss, times this, is added to the speaker loss
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.window < 0 or self.window_weight < 0:
+            raise ValueError("data.window and data.window_weight must be >= 0")
+
+
+def sif_weights(tokenizer: Tokenizer, texts: list[str], a: float) -> Tensor:
+    """Each piece's weight a / (a + p) in pooling "weighted" (Arora et al. 2017), p its share
+    of the pieces of ``texts`` ([CLS] and [SEP] included): the rarer a piece, the more it
+    counts; one never seen weighs 1. (vocab_size,)"""
+    counts = torch.zeros(tokenizer.vocab_size, dtype=torch.float64)
+    for text in texts:
+        ids = torch.tensor(tokenizer.encode(text))
+        counts.index_add_(0, ids, torch.ones(len(ids), dtype=torch.float64))
+    return (a / (a + counts / counts.sum())).float()
 
 
 @lru_cache(maxsize=4)
-def speakers_baseline(text: str) -> float:
+def speakers_baseline(text: str, validation: bool = False) -> float:
     """:func:`tfidf_baseline` on the speaker split of ``text``, computed once per process."""
-    return tfidf_baseline(S.speeches(text, "train"), S.speeches(text, "heldout"))
+    return tfidf_baseline(S.speeches(text, "train", validation),
+                          S.speeches(text, "heldout", validation))
 
 
 def tfidf_baseline(train: list[S.Speech], heldout: list[S.Speech]) -> float:
@@ -170,6 +198,12 @@ class ClassifyTask(Task):
                               num_labels=len(self.labels), vocab_size=self.tokenizer.vocab_size,
                               pad_token_id=self.tokenizer.pad_token_id)
 
+    def fit_model(self, model: nn.Module) -> None:
+        """Pooling "weighted": the pieces' weights from the training texts (:func:`sif_weights`)."""
+        if model.config.pooling == "weighted":
+            texts = [text for text, _ in self.train_set]
+            model.pool_weight.copy_(sif_weights(self.tokenizer, texts, self.data.sif))
+
     def batch(self, rows: list[Row]) -> Batch:
         t = self.tokenizer
         ids, mask = pad_batch([t.encode(text, max_length=self.max_length) for text, _ in rows],
@@ -178,16 +212,24 @@ class ClassifyTask(Task):
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def train_batch(self, step: int, micro: int) -> Batch:
-        rng = random.Random(f"{self.name}/{self.train.seed}/{step}/{micro}")
+        return self.batch(self.draw(self.train_set, "", step, micro))
+
+    def draw(self, rows: list, stream: str, step: int, micro: int) -> list:
+        """This rank's share of ``data.batch_size`` rows drawn from ``rows`` by (``stream``,
+        seed, step, micro)."""
+        rng = random.Random(f"{self.name}/{stream}{self.train.seed}/{step}/{micro}")
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
-        picks = [rng.randrange(len(self.train_set)) for _ in range(B)]
-        return self.batch([self.train_set[i] for i in picks[r * B // W:(r + 1) * B // W]])
+        picks = [rng.randrange(len(rows)) for _ in range(B)]
+        return [rows[i] for i in picks[r * B // W:(r + 1) * B // W]]
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
         """Through the (possibly DDP-wrapped) encoder, then its pooling and head: (B, labels)."""
-        m = unwrap(model)
-        mask = batch["attention_mask"]
-        return m.head(m.pool(model(batch["input_ids"], mask), mask))
+        return unwrap(model).head(self.pooled(model, batch))
+
+    def pooled(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The encoder's pooled vectors of a batch's rows, (rows, C)."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        return unwrap(model).pool(model(ids, mask), mask, ids)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         return self.criterion(self.logits(model, batch), batch["labels"])
@@ -215,14 +257,50 @@ class SpeakersTask(ClassifyTask):
     data_config = SpeakersData
     units = {"loss": "nats/speech", "accuracy": "fraction", "baseline_accuracy": "fraction"}
 
+    def __init__(self, data: SpeakersData, train: TrainConfig, d: Dist):
+        super().__init__(data, train, d)
+        # (text, its window) for the auxiliary head: every speech but the held-out ones
+        self.located = [(s.text, s.index // data.window) for s in S.rest(data.text,
+                        data.validation)] if data.window else []
+
+    def model_config(self, config: Config) -> Config:
+        config = super().model_config(config)
+        windows = -(-S.count(self.data.text) // self.data.window) if self.data.window else 0
+        return config.replace(aux_labels=windows)
+
+    def train_batch(self, step: int, micro: int) -> Batch:
+        """The speakers' rows, then (with ``data.window``) as many located speeches: one
+        forward for both (``aux_labels`` the windows of the last rows)."""
+        rows = self.draw(self.train_set, "", step, micro)
+        if not self.located:
+            return self.batch(rows)
+        located = self.draw(self.located, "window/", step, micro)
+        t = self.tokenizer
+        ids, mask = pad_batch([t.encode(text, max_length=self.max_length)
+                               for text, _ in rows + located], t.pad_token_id)
+        return {"input_ids": ids, "attention_mask": mask,
+                "labels": torch.tensor([self.labels.index(label) for _, label in rows]),
+                "aux_labels": torch.tensor([w for _, w in located])}
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        if "aux_labels" not in batch:
+            return super().loss(model, batch)
+        m, n = unwrap(model), len(batch["labels"])
+        pooled = self.pooled(model, batch)
+        return (self.criterion(m.head(pooled[:n]), batch["labels"]) + self.data.window_weight
+                * self.criterion(m.aux_head(pooled[n:]), batch["aux_labels"]))
+
+    def count(self, batch: Batch) -> int:
+        return len(batch["labels"])
+
     def examples(self) -> tuple[tuple[str, ...], list[Row], list[Row]]:
-        text = self.data.text
-        return (S.speakers(text), [(s.text, s.speaker) for s in S.speeches(text, "train")],
-                [(s.text, s.speaker) for s in S.speeches(text, "heldout")])
+        text, v = self.data.text, self.data.validation
+        return (S.speakers(text), [(s.text, s.speaker) for s in S.speeches(text, "train", v)],
+                [(s.text, s.speaker) for s in S.speeches(text, "heldout", v)])
 
     def evaluate(self, model: nn.Module, device: torch.device,
                  max_batches: int | None) -> dict[str, float]:
         """Loss and accuracy on the 153 held-out speeches, and the TF-IDF baseline's accuracy
         on the same split."""
         return {**super().evaluate(model, device, max_batches),
-                "baseline_accuracy": speakers_baseline(self.data.text)}
+                "baseline_accuracy": speakers_baseline(self.data.text, self.data.validation)}

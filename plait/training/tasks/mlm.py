@@ -34,7 +34,8 @@ class MLMData(Config):
     """``[data]`` for masked-LM pretraining."""
 
     text: str = "data/tinyshakespeare.txt"
-    corpus: Literal["text", "speakers"] = "text"  # speakers: without the held-out speeches
+    # speakers: without the held-out speeches; speakers-validation: nor the validation ones
+    corpus: Literal["text", "speakers", "speakers-validation"] = "text"
     vocab_size: int = 4000  # WordPiece vocabulary learned from the corpus
     cased: bool = False  # keep capitals (a tagger needs them)
     block_size: int = 128  # pieces per row, [CLS] and [SEP] included
@@ -55,10 +56,10 @@ class MLMData(Config):
 
 def corpus(data: MLMData) -> list[str]:
     """The segments of text to pretrain on."""
-    if data.corpus == "speakers":
+    if data.corpus in ("speakers", "speakers-validation"):
         from plait.data.speakers import pretraining_text
 
-        return pretraining_text(data.text)
+        return pretraining_text(data.text, validation=data.corpus == "speakers-validation")
     path = Path(data.text)
     if not path.is_file():
         raise FileNotFoundError(f"data.text not found: {path}")
