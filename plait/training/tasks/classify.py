@@ -204,9 +204,11 @@ class ClassifyTask(Task):
             texts = [text for text, _ in self.train_set]
             model.pool_weight.copy_(sif_weights(self.tokenizer, texts, self.data.sif))
 
-    def batch(self, rows: list[Row]) -> Batch:
+    def batch(self, rows: list[Row], unlabelled: list[str] | None = None) -> Batch:
+        """Right-padded ids of the rows' texts, then of ``unlabelled`` texts (no labels)."""
         t = self.tokenizer
-        ids, mask = pad_batch([t.encode(text, max_length=self.max_length) for text, _ in rows],
+        texts = [text for text, _ in rows] + (unlabelled or [])
+        ids, mask = pad_batch([t.encode(text, max_length=self.max_length) for text in texts],
                               t.pad_token_id)
         labels = torch.tensor([self.labels.index(label) for _, label in rows])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
@@ -275,11 +277,7 @@ class SpeakersTask(ClassifyTask):
         if not self.located:
             return self.batch(rows)
         located = self.draw(self.located, "window/", step, micro)
-        t = self.tokenizer
-        ids, mask = pad_batch([t.encode(text, max_length=self.max_length)
-                               for text, _ in rows + located], t.pad_token_id)
-        return {"input_ids": ids, "attention_mask": mask,
-                "labels": torch.tensor([self.labels.index(label) for _, label in rows]),
+        return {**self.batch(rows, [text for text, _ in located]),
                 "aux_labels": torch.tensor([w for _, w in located])}
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
