@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from plait.cli.main import main
+from plait.config import ConfigError
 from plait.data import ner, speakers, translate
 from plait.loading import load
 from plait.models.bert import Bert, BertConfig, masked_mean
+from plait.text.base import in_pieces, pad_batch
 from plait.training import recipe_from_dict, train
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist
@@ -156,7 +158,7 @@ def test_translate_on_a_gpt_folder_is_refused_by_name(tmp_path, capsys):
 
 def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):
     out = tmp_path / "speakers"
-    model = {**TINY_BERT, "pooling": "weighted"}
+    model = {**TINY_BERT, "pooling": "weighted", "read": "aux"}
     result = train(recipe_from_dict({
         "task": "classify-speakers", "model": model,
         "data": {"batch_size": 8, "max_length": 64, "window": 1000},
@@ -166,12 +168,14 @@ def test_speakers_recipe_runs_its_pretraining_stage_first(tmp_path, capsys):
                              "batch_size": 8, "eval_batches": 1}}]}))
     printed = capsys.readouterr().out
     assert "stage 1 of 2: pretrain (task mlm)" in printed and "stage 2 of 2: final" in printed
-    assert "new: pooler.dense.weight" in printed  # the classifier starts where MLM ended
+    new = printed.split("; new: ")[1].split(";")[0]
+    assert "pooler.dense.weight" in new and "aux_table" in new  # where MLM ended, and fresh
     capsys.readouterr()
     assert (out / "pretrain" / "model.safetensors").is_file()
     trained, n = load(out), speakers.count("data/tinyshakespeare.txt")
     assert trained.config.aux_labels == -(-n // 1000) == trained.aux_head.out_features
     assert trained.pool_weight.min() < 0.1 and trained.pool_weight.max() == 1.0  # SIF, saved
+    torch.testing.assert_close(trained.aux_table.sum(1), torch.ones(trained.config.aux_labels))
     assert 0 <= result["val_accuracy"] <= 1 and 0 <= result["val_baseline_accuracy"] <= 1
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["head"] == "classify" and cfg["labels"] == list(speakers.speakers(
@@ -327,3 +331,60 @@ def test_window_rows_ride_beside_the_speakers_and_are_never_held_out(tmp_path):
     loss = task.loss(model, batch)
     loss.backward()
     assert loss.isfinite() and model.aux_head.weight.grad.abs().sum() > 0
+
+
+def test_reading_the_speaker_through_the_window_head(tmp_path):
+    """read = "aux": p(speaker | x) = sum_w p(w | x) T[w, speaker], T the training speakers'
+    counts per window + 1, each row normalised; a task without windows refuses it by name."""
+    data = SpeakersData(batch_size=4, max_length=32, vocab_size=300, window=100)
+    task = SpeakersTask(data, TrainConfig(out_dir=str(tmp_path)), Dist())
+    base = {k: v for k, v in TINY_BERT.items() if k != "arch"}
+    model = Bert(task.model_config(BertConfig(**base, pooling="weighted", read="aux"))).eval()
+    task.fit_model(model)
+    counts = torch.zeros(len(task.labels))
+    for s in speakers.speeches(data.text, "train"):
+        if s.index // 100 == 11:
+            counts[task.labels.index(s.speaker)] += 1
+    assert counts.sum() > 0  # window 11 is Richard III's: Gloucester speaks there
+    torch.testing.assert_close(model.aux_table[11], (counts + 1) / (counts + 1).sum())
+    batch = task.batch(task.heldout[:3])
+    pooled = task.pooled(model, batch)
+    by_hand = (model.aux_head(pooled).softmax(-1) @ model.aux_table).log()
+    torch.testing.assert_close(model.logits(batch["input_ids"], batch["attention_mask"]), by_hand)
+    assert not torch.allclose(by_hand, model.head(pooled).log_softmax(-1))
+    with pytest.raises(ValueError, match="aux_labels > 0"):
+        Bert(BertConfig(**base, head="classify", read="aux"))
+    rows = [("a b", "x"), ("c d", "y")]
+    plain = recipe_from_dict({"task": "classify", "model": {**TINY_BERT, "aux_labels": 2,
+                                                            "read": "aux"},
+                              "data": {"train_file": write_jsonl(tmp_path / "t.jsonl", rows),
+                                       "eval_file": write_jsonl(tmp_path / "e.jsonl", rows)},
+                              "train": {**FAST, "out_dir": str(tmp_path / "plain")}})
+    with pytest.raises(ConfigError, match="no auxiliary classes"):
+        train(plain)
+
+
+def test_a_long_text_is_read_in_pieces_and_pooled_as_one():
+    assert in_pieces([[1, 5, 6, 7, 8, 9, 2], [1, 3, 2]], 5)[0] == [[1, 5, 6, 7, 2], [1, 8, 9, 2],
+                                                                    [1, 3, 2]]
+    assert in_pieces([[1, 5, 6, 7, 8, 9, 2], [1, 3, 2]], 5)[1].tolist() == [0, 0, 1]
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, n_inner=32, block_size=8,
+                     head="classify", num_labels=3, pooling="weighted")
+    m = Bert(cfg).eval()
+    m.pool_weight.uniform_(0.1, 1.0)
+    long, short = [2, *torch.randint(5, 40, (15,)).tolist(), 3], [2, 7, 9, 3]
+    rows, owner = in_pieces([long, short], 8)
+    assert len(rows) == 4 and max(map(len, rows)) == 8 and owner.tolist() == [0, 0, 0, 1]
+    ids, mask = pad_batch(rows, 0)
+    h = m(ids, mask)
+    w = m.pool_weight[ids] * mask  # every piece's tokens, [CLS] and [SEP] each time
+    first = (w[:3, :, None] * h[:3]).sum((0, 1)) / w[:3].sum()
+    pooled = m.pooled(ids, mask, owner=owner)
+    torch.testing.assert_close(pooled[0], m.pooler(first[None, None])[0])
+    alone = m.pooled(*pad_batch([short], 0))  # a text in one piece pools as it always did
+    torch.testing.assert_close(pooled[1], alone[0])
+    cut = m.pooled(*pad_batch([long[:7] + [3]], 0))[0]
+    assert not torch.allclose(pooled[0], cut)
+    with pytest.raises(ValueError, match="pooling 'mean' or 'weighted'"):
+        Bert(BertConfig(**{**cfg.__dict__, "pooling": "cls"})).pooled(ids, mask, owner=owner)

@@ -80,7 +80,8 @@ def normalize_layernorm_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 # BertConfig options no Hugging Face encoder has: every family needs them at these values
-PLAIT_ONLY = {"pre_norm": False, "pos_encoding": "learned", "pooling": "cls", "aux_labels": 0}
+PLAIT_ONLY = {"pre_norm": False, "pos_encoding": "learned", "pooling": "cls", "aux_labels": 0,
+              "read": "head"}
 
 
 class BertFamily(Family):

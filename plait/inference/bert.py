@@ -5,8 +5,10 @@
   them, each word's BIO label read at its first WordPiece, merged into
   ``{"type", "text", "start", "end"}`` spans with character offsets into the input.
 
-A text too long for the model is cut to its ``block_size`` pieces (the pieces kept are the
-first ones), and an empty text is a ValueError, so a command can say which line was wrong.
+A text too long for the model is read whole in runs of ``block_size`` pieces pooled together
+when the classifier pools its tokens (pooling "mean" or "weighted"); otherwise, and for the
+tagger, it is cut to its first ``block_size`` pieces. An empty text is a ValueError, so a
+command can say which line was wrong.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 from tokenizers import pre_tokenizers
 
-from plait.text.base import pad_batch
+from plait.text.base import in_pieces, pad_batch
 
 
 def _load(folder: str | Path, head: str, device: str | torch.device) -> tuple[Any, Any]:
@@ -59,7 +61,6 @@ class TextClassifier:
     def predict(self, texts: Sequence[str], batch_size: int = 32
                 ) -> list[tuple[str, dict[str, float]]]:
         out = []
-        limit = self.model.config.block_size
         device = next(self.model.parameters()).device
         with self._lock:
             for i in range(0, len(texts), batch_size):
@@ -67,13 +68,26 @@ class TextClassifier:
                 for text in chunk:
                     if not text.strip():
                         raise ValueError("an empty text: give something to classify")
-                ids, mask = pad_batch([self.tokenizer.encode(t, max_length=limit) for t in chunk],
-                                      self.tokenizer.pad_token_id)
-                probs = self.model.logits(ids.to(device), mask.to(device)).softmax(-1)
+                ids, mask, owner = self.encode(chunk)
+                owner = None if owner is None else owner.to(device)
+                probs = self.model.logits(ids.to(device), mask.to(device), owner=owner).softmax(-1)
                 for row in probs.tolist():
                     scores = dict(zip(self.labels, row, strict=True))
                     out.append((max(scores, key=scores.get), scores))
         return out
+
+
+    def encode(self, texts: Sequence[str]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(input_ids, attention_mask, owner)``: texts longer than the model's positions in
+        pieces when the model pools its tokens (each row's text in ``owner``), else cut."""
+        t, limit = self.tokenizer, self.model.config.block_size
+        if self.model.config.pooling in ("mean", "weighted"):
+            rows, owner = in_pieces([t.encode(text) for text in texts], limit)
+        else:
+            rows, owner = [t.encode(text, max_length=limit) for text in texts], None
+        ids, mask = pad_batch(rows, t.pad_token_id)
+        return ids, mask, owner
 
 
 class Tagger:

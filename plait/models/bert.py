@@ -84,8 +84,12 @@ class BertConfig(TransformerConfig):
     # which a task fills from its data (SIF's a / (a + p(piece)), Arora et al. 2017)
     pooling: Literal["cls", "mean", "markers", "weighted"] = "cls"
     # > 0: an auxiliary classifier over the pooled vector (``aux_head``), trained beside the
-    # head on a second task (where in the corpus a text comes from); prediction never reads it
+    # head on a second task (where in the corpus a text comes from)
     aux_labels: int = 0
+    # what the classify head's model predicts with: the head; or "aux", the label through the
+    # auxiliary classes, p(label | x) = sum_a p(a | x) aux_table[a, label], the ``aux_table``
+    # buffer (aux_labels, num_labels) holding how the labels share each auxiliary class
+    read: Literal["head", "aux"] = "head"
 
     def __post_init__(self) -> None:
         self.check_transformer(("vocab_size", "block_size", "type_vocab_size"))
@@ -99,6 +103,7 @@ class BertConfig(TransformerConfig):
         require_choice(self, "mlp", ACTIVATIONS)  # the MLM head's transform uses it too
         require_choice(self, "pos_encoding", ("learned", "rope"))
         require_choice(self, "pooling", ("cls", "mean", "markers", "weighted"))
+        require_choice(self, "read", ("head", "aux"))
 
     @property
     def embed_dim(self) -> int:
@@ -106,12 +111,22 @@ class BertConfig(TransformerConfig):
         return self.embedding_size or self.n_embd
 
 
-def masked_mean(h: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """The mean over the real tokens of h (B, T, C): (B, C)."""
-    if attention_mask is None:
+def masked_mean(h: Tensor, attention_mask: Tensor | None, owner: Tensor | None = None) -> Tensor:
+    """The mean over the real tokens of h (B, T, C): (B, C), the mask's entries as weights.
+
+    ``owner`` (B,): row b is a piece of text ``owner[b]`` (a text longer than the model's
+    positions, read in pieces): the mean over all its pieces' tokens, (texts, C)."""
+    if attention_mask is None and owner is None:
         return h.mean(1)
+    if attention_mask is None:
+        attention_mask = h.new_ones(h.shape[:2])
     m = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-    return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    total, weight = (h * m).sum(1), m.sum(1)  # (B, C), (B, 1)
+    if owner is not None:
+        n = int(owner.max()) + 1
+        total = h.new_zeros(n, h.shape[-1]).index_add_(0, owner, total)
+        weight = h.new_zeros(n, 1).index_add_(0, owner, weight)
+    return total / weight.clamp(min=1e-9)
 
 
 class Pooler(nn.Module):
@@ -204,6 +219,12 @@ class Bert(nn.Module):
         self.head = make_head(c)
         if c.aux_labels:
             self.aux_head = nn.Linear(c.n_embd, c.aux_labels)
+        if c.read == "aux" and c.head == "classify":  # filled by the task, saved with the weights
+            if not c.aux_labels:
+                raise ValueError("BertConfig.read = 'aux' reads through the auxiliary classes:"
+                                 " it needs aux_labels > 0")
+            self.register_buffer("aux_table", torch.full((c.aux_labels, c.num_labels),
+                                                         1 / c.num_labels))
         self.apply(normal_init)
         if c.head == "mlm" and c.tie_embeddings:
             self.head.decoder.weight = self.wte.weight
@@ -238,19 +259,22 @@ class Bert(nn.Module):
         return self.encoder(x, AttnInputs(mask, rope=self.pos.rotary(pos)), rows=rows)
 
     def pool(self, h: Tensor, attention_mask: Tensor | None = None,
-             input_ids: Tensor | None = None) -> Tensor:
+             input_ids: Tensor | None = None, owner: Tensor | None = None) -> Tensor:
         """Hidden states (B, T, C) -> the pooled vector (B, C), by ``config.pooling``
-        ("weighted" reads each token's weight by its id in ``input_ids``)."""
+        ("weighted" reads each token's weight by its id in ``input_ids``); with ``owner`` (B,),
+        rows that are pieces of one text pool together, (texts, C) (:func:`masked_mean`)."""
         pooling = self.config.pooling
         if pooling == "markers":
             raise ValueError("pooling 'markers' reads two marker positions: use pool_markers")
+        if owner is not None and pooling == "cls":
+            raise ValueError("a text read in pieces needs pooling 'mean' or 'weighted'")
         if pooling == "weighted":
             if input_ids is None:
                 raise ValueError("pooling 'weighted' weighs each token by its id: pass input_ids")
             weight = self.pool_weight[input_ids]  # (B, T)
             attention_mask = weight if attention_mask is None else weight * attention_mask
         if pooling in ("mean", "weighted"):
-            h = masked_mean(h, attention_mask)[:, None]  # (B, 1, C): the pooler reads row 0
+            h = masked_mean(h, attention_mask, owner)[:, None]  # (B, 1, C): the pooler reads row 0
         return self.pooler(h)
 
     def pool_markers(self, h: Tensor, starts: Tensor) -> Tensor:
@@ -260,11 +284,12 @@ class Bert(nn.Module):
         return h[rows, starts].flatten(1)  # (B, 2, C) -> (B, 2 C)
 
     def pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-               token_type_ids: Tensor | None = None) -> Tensor:
-        """BERT's pooled vector (B, C); for [CLS], the last layer runs for [CLS] alone."""
-        if self.config.pooling in ("mean", "markers", "weighted"):
+               token_type_ids: Tensor | None = None, owner: Tensor | None = None) -> Tensor:
+        """BERT's pooled vector (B, C); for [CLS], the last layer runs for [CLS] alone. With
+        ``owner`` (B,), rows that are pieces of one text pool together: (texts, C)."""
+        if self.config.pooling in ("mean", "markers", "weighted") or owner is not None:
             return self.pool(self(input_ids, attention_mask, token_type_ids), attention_mask,
-                             input_ids)
+                             input_ids, owner)
         return self.pooler(self(input_ids, attention_mask, token_type_ids, rows=0))
 
     def mean_pooled(self, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -273,12 +298,21 @@ class Bert(nn.Module):
         return masked_mean(self(input_ids, attention_mask, token_type_ids), attention_mask)
 
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-               token_type_ids: Tensor | None = None) -> Tensor:
+               token_type_ids: Tensor | None = None, owner: Tensor | None = None) -> Tensor:
         """The head's output: mlm (B, T, V), tag (B, T, num_labels), classify
-        (B, num_labels), none: pooled (B, C)."""
+        (B, num_labels) (:meth:`classify`; ``owner`` as in :meth:`pooled`), none: pooled
+        (B, C)."""
         if self.config.head in ("mlm", "tag"):
             return self.head(self(input_ids, attention_mask, token_type_ids))
-        return self.head(self.pooled(input_ids, attention_mask, token_type_ids))
+        pooled = self.pooled(input_ids, attention_mask, token_type_ids, owner)
+        return self.classify(pooled) if self.config.head == "classify" else pooled
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Pooled vectors (B, C) -> the classify logits (B, num_labels): the head's, or with
+        ``read = "aux"`` log sum_a p(a | x) aux_table[a, label] (log-probabilities)."""
+        if self.config.read == "head" or self.config.head != "classify":
+            return self.head(pooled)
+        return (self.aux_head(pooled).softmax(-1) @ self.aux_table).clamp(min=1e-30).log()
 
     def num_params(self) -> int:
         """Distinct parameters (ALBERT's shared block and tied tables counted once)."""

@@ -51,6 +51,22 @@ def pad_batch(rows: list[list[int]], pad_id: int,
     return ids, mask
 
 
+def in_pieces(rows: list[list[int]], size: int) -> tuple[list[list[int]], torch.Tensor]:
+    """Encoded texts, each framed by one special id at either end ([CLS] ... [SEP]), cut so
+    no row is longer than ``size``: a longer text's inner ids in runs of ``size - 2``, each run
+    framed by the text's two ends. ``(rows, owner)``: ``owner`` (rows,) is each row's text."""
+    if size < 3:
+        raise ValueError(f"a piece of {size} ids has no room between its two ends")
+    out, owner, n = [], [], size - 2
+    for i, row in enumerate(rows):
+        pieces = [row] if len(row) <= size else [
+            [row[0], *row[1 + k:min(1 + k + n, len(row) - 1)], row[-1]]
+            for k in range(0, len(row) - 2, n)]
+        out += pieces
+        owner += [i] * len(pieces)
+    return out, torch.tensor(owner, dtype=torch.long)
+
+
 class BackedTokenizer:
     """A ``tokenizers.Tokenizer`` (normalizer, pre-tokenizer, model, post-processor, decoder)."""
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import speakers as S
-from plait.text.base import Tokenizer, pad_batch
+from plait.text.base import Tokenizer, in_pieces, pad_batch
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.losses import CrossEntropy
@@ -203,15 +203,29 @@ class ClassifyTask(Task):
         if model.config.pooling == "weighted":
             texts = [text for text, _ in self.train_set]
             model.pool_weight.copy_(sif_weights(self.tokenizer, texts, self.data.sif))
+        if model.config.read == "aux":
+            model.aux_table.copy_(self.aux_table())
 
-    def batch(self, rows: list[Row], unlabelled: list[str] | None = None) -> Batch:
-        """Right-padded ids of the rows' texts, then of ``unlabelled`` texts (no labels)."""
+    def aux_table(self) -> Tensor:
+        """How the labels share each auxiliary class, (aux_labels, labels), for ``read = "aux"``."""
+        raise ConfigError(f"task '{self.name}' has no auxiliary classes to read the label"
+                          " through: model.read = 'head'")
+
+    def batch(self, rows: list[Row], unlabelled: list[str] | None = None,
+              whole: bool = False) -> Batch:
+        """Right-padded ids of the rows' texts, then of ``unlabelled`` texts (no labels), each
+        cut to ``max_length`` pieces; ``whole``: a longer text in runs of that many instead,
+        each row's text in ``"owner"`` (``in_pieces``)."""
         t = self.tokenizer
         texts = [text for text, _ in rows] + (unlabelled or [])
-        ids, mask = pad_batch([t.encode(text, max_length=self.max_length) for text in texts],
-                              t.pad_token_id)
+        if whole:
+            pieces, owner = in_pieces([t.encode(text) for text in texts], self.max_length)
+        else:
+            pieces = [t.encode(text, max_length=self.max_length) for text in texts]
+        ids, mask = pad_batch(pieces, t.pad_token_id)
         labels = torch.tensor([self.labels.index(label) for _, label in rows])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                **({"owner": owner} if whole else {})}
 
     def train_batch(self, step: int, micro: int) -> Batch:
         return self.batch(self.draw(self.train_set, "", step, micro))
@@ -225,23 +239,28 @@ class ClassifyTask(Task):
         return [rows[i] for i in picks[r * B // W:(r + 1) * B // W]]
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        """Through the (possibly DDP-wrapped) encoder, then its pooling and head: (B, labels)."""
-        return unwrap(model).head(self.pooled(model, batch))
+        """Through the (possibly DDP-wrapped) encoder, then its pooling and what the model
+        classifies with (its head, or ``read = "aux"``'s reading): (B, labels)."""
+        return unwrap(model).classify(self.pooled(model, batch))
 
     def pooled(self, model: nn.Module, batch: Batch) -> Tensor:
-        """The encoder's pooled vectors of a batch's rows, (rows, C)."""
+        """The encoder's pooled vectors of a batch's texts, (texts, C)."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        return unwrap(model).pool(model(ids, mask), mask, ids)
+        return unwrap(model).pool(model(ids, mask), mask, ids, batch.get("owner"))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        return self.criterion(self.logits(model, batch), batch["labels"])
+        """The head's loss (what ``read = "aux"`` reads through is trained by its own task)."""
+        return self.criterion(unwrap(model).head(self.pooled(model, batch)), batch["labels"])
 
     def evaluate(self, model: nn.Module, device: torch.device,
                  max_batches: int | None) -> dict[str, float]:
-        """Loss and accuracy on every held-out text (each rank computes all of them)."""
+        """Loss and accuracy on every held-out text (each rank computes all of them), read
+        whole when the model pools its tokens (as ``plait classify`` reads them)."""
         total, correct = 0.0, 0
+        whole = unwrap(model).config.pooling in ("mean", "weighted")
         for i in range(0, len(self.heldout), 64):
-            batch = {k: v.to(device) for k, v in self.batch(self.heldout[i:i + 64]).items()}
+            batch = self.batch(self.heldout[i:i + 64], whole=whole)
+            batch = {k: v.to(device) for k, v in batch.items()}
             logits = self.logits(model, batch)
             total += float(CrossEntropy()(logits, batch["labels"])) * len(logits)
             correct += int((logits.argmax(-1) == batch["labels"]).sum())
@@ -269,6 +288,15 @@ class SpeakersTask(ClassifyTask):
         config = super().model_config(config)
         windows = -(-S.count(self.data.text) // self.data.window) if self.data.window else 0
         return config.replace(aux_labels=windows)
+
+    def aux_table(self) -> Tensor:
+        """Each window's share of each speaker among the training speeches, (windows,
+        speakers): counts + 1 (a window none of them speaks in reads as uniform), per row."""
+        w = self.data.window
+        table = torch.ones(-(-S.count(self.data.text) // w), len(self.labels))
+        for s in S.speeches(self.data.text, "train", self.data.validation):
+            table[s.index // w, self.labels.index(s.speaker)] += 1
+        return table / table.sum(1, keepdim=True)
 
     def train_batch(self, step: int, micro: int) -> Batch:
         """The speakers' rows, then (with ``data.window``) as many located speeches: one
