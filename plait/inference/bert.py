@@ -76,13 +76,12 @@ class TextClassifier:
                     out.append((max(scores, key=scores.get), scores))
         return out
 
-
     def encode(self, texts: Sequence[str]
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(input_ids, attention_mask, owner)``: texts longer than the model's positions in
         pieces when the model pools its tokens (each row's text in ``owner``), else cut."""
         t, limit = self.tokenizer, self.model.config.block_size
-        if self.model.config.pooling in ("mean", "weighted"):
+        if self.model.config.pools_tokens:
             rows, owner = in_pieces([t.encode(text) for text in texts], limit)
         else:
             rows, owner = [t.encode(text, max_length=limit) for text in texts], None

@@ -106,6 +106,12 @@ class BertConfig(TransformerConfig):
         require_choice(self, "read", ("head", "aux"))
 
     @property
+    def pools_tokens(self) -> bool:
+        """Whether the pooled vector is a mean over the tokens, so a text too long for the
+        positions can be read in pieces pooled together (``owner``)."""
+        return self.pooling in ("mean", "weighted")
+
+    @property
     def embed_dim(self) -> int:
         """Width of the embeddings (E): ``embedding_size``, or ``n_embd``."""
         return self.embedding_size or self.n_embd
@@ -266,7 +272,7 @@ class Bert(nn.Module):
         pooling = self.config.pooling
         if pooling == "markers":
             raise ValueError("pooling 'markers' reads two marker positions: use pool_markers")
-        if owner is not None and pooling == "cls":
+        if owner is not None and not self.config.pools_tokens:
             raise ValueError("a text read in pieces needs pooling 'mean' or 'weighted'")
         if pooling == "weighted":
             if input_ids is None:

@@ -257,7 +257,7 @@ class ClassifyTask(Task):
         """Loss and accuracy on every held-out text (each rank computes all of them), read
         whole when the model pools its tokens (as ``plait classify`` reads them)."""
         total, correct = 0.0, 0
-        whole = unwrap(model).config.pooling in ("mean", "weighted")
+        whole = unwrap(model).config.pools_tokens
         for i in range(0, len(self.heldout), 64):
             batch = self.batch(self.heldout[i:i + 64], whole=whole)
             batch = {k: v.to(device) for k, v in batch.items()}
