@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tokenizers import pre_tokenizers
 
-from plait.text.base import in_pieces, pad_batch
+from plait.text.base import encode_texts
 
 
 def _load(folder: str | Path, head: str, device: str | torch.device) -> tuple[Any, Any]:
@@ -68,25 +68,14 @@ class TextClassifier:
                 for text in chunk:
                     if not text.strip():
                         raise ValueError("an empty text: give something to classify")
-                ids, mask, owner = self.encode(chunk)
+                ids, mask, owner = encode_texts(self.tokenizer, chunk, self.model.config.block_size,
+                                                self.model.config.pools_tokens)
                 owner = None if owner is None else owner.to(device)
                 probs = self.model.logits(ids.to(device), mask.to(device), owner=owner).softmax(-1)
                 for row in probs.tolist():
                     scores = dict(zip(self.labels, row, strict=True))
                     out.append((max(scores, key=scores.get), scores))
         return out
-
-    def encode(self, texts: Sequence[str]
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(input_ids, attention_mask, owner)``: texts longer than the model's positions in
-        pieces when the model pools its tokens (each row's text in ``owner``), else cut."""
-        t, limit = self.tokenizer, self.model.config.block_size
-        if self.model.config.pools_tokens:
-            rows, owner = in_pieces([t.encode(text) for text in texts], limit)
-        else:
-            rows, owner = [t.encode(text, max_length=limit) for text in texts], None
-        ids, mask = pad_batch(rows, t.pad_token_id)
-        return ids, mask, owner
 
 
 class Tagger:

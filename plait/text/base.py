@@ -11,7 +11,7 @@ Hugging Face ``transformers`` gives for the same files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tokenizers import Tokenizer as RustTokenizer
@@ -65,6 +65,18 @@ def in_pieces(rows: list[list[int]], size: int) -> tuple[list[list[int]], torch.
         out += pieces
         owner += [i] * len(pieces)
     return out, torch.tensor(owner, dtype=torch.long)
+
+
+def encode_texts(tokenizer: Any, texts: list[str], size: int, whole: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Right-padded ``(input_ids, attention_mask, owner)`` of ``texts``, each cut to ``size``
+    ids; ``whole``: a longer text in pieces instead (:func:`in_pieces`, ``owner`` each row's
+    text; None when not ``whole``)."""
+    if whole:
+        rows, owner = in_pieces([tokenizer.encode(text) for text in texts], size)
+    else:
+        rows, owner = [tokenizer.encode(text, max_length=size) for text in texts], None
+    return (*pad_batch(rows, tokenizer.pad_token_id), owner)
 
 
 class BackedTokenizer:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import speakers as S
-from plait.text.base import Tokenizer, in_pieces, pad_batch
+from plait.text.base import Tokenizer, encode_texts
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
 from plait.training.losses import CrossEntropy
@@ -216,13 +216,8 @@ class ClassifyTask(Task):
         """Right-padded ids of the rows' texts, then of ``unlabelled`` texts (no labels), each
         cut to ``max_length`` pieces; ``whole``: a longer text in runs of that many instead,
         each row's text in ``"owner"`` (``in_pieces``)."""
-        t = self.tokenizer
         texts = [text for text, _ in rows] + (unlabelled or [])
-        if whole:
-            pieces, owner = in_pieces([t.encode(text) for text in texts], self.max_length)
-        else:
-            pieces = [t.encode(text, max_length=self.max_length) for text in texts]
-        ids, mask = pad_batch(pieces, t.pad_token_id)
+        ids, mask, owner = encode_texts(self.tokenizer, texts, self.max_length, whole)
         labels = torch.tensor([self.labels.index(label) for _, label in rows])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels,
                 **({"owner": owner} if whole else {})}
@@ -286,14 +281,18 @@ class SpeakersTask(ClassifyTask):
 
     def model_config(self, config: Config) -> Config:
         config = super().model_config(config)
-        windows = -(-S.count(self.data.text) // self.data.window) if self.data.window else 0
-        return config.replace(aux_labels=windows)
+        return config.replace(aux_labels=self.windows())
+
+    def windows(self) -> int:
+        """How many runs of ``data.window`` speeches the file has (0 without windows)."""
+        w = self.data.window
+        return -(-S.count(self.data.text) // w) if w else 0
 
     def aux_table(self) -> Tensor:
         """Each window's share of each speaker among the training speeches, (windows,
         speakers): counts + 1 (a window none of them speaks in reads as uniform), per row."""
         w = self.data.window
-        table = torch.ones(-(-S.count(self.data.text) // w), len(self.labels))
+        table = torch.ones(self.windows(), len(self.labels))
         for s in S.speeches(self.data.text, "train", self.data.validation):
             table[s.index // w, self.labels.index(s.speaker)] += 1
         return table / table.sum(1, keepdim=True)
