@@ -29,6 +29,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import speakers as S
+from plait.nn.ragged import by_length
 from plait.text.base import Tokenizer, encode_texts
 from plait.training.config import TrainConfig
 from plait.training.distributed import Dist, unwrap
@@ -239,9 +240,13 @@ class ClassifyTask(Task):
         return unwrap(model).classify(self.pooled(model, batch))
 
     def pooled(self, model: nn.Module, batch: Batch) -> Tensor:
-        """The encoder's pooled vectors of a batch's texts, (texts, C)."""
+        """The encoder's pooled vectors of a batch's texts, (texts, C): the rows run in groups
+        of similar length (:func:`by_length`), or in one call under DDP, which expects one
+        forward per backward."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        return unwrap(model).pool(model(ids, mask), mask, ids, batch.get("owner"))
+        m = unwrap(model)
+        hidden = model(ids, mask) if m is not model else by_length(m, ids, mask)
+        return m.pool(hidden, mask, ids, batch.get("owner"))
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         """The head's loss (what ``read = "aux"`` reads through is trained by its own task)."""
