@@ -333,6 +333,24 @@ def test_window_rows_ride_beside_the_speakers_and_are_never_held_out(tmp_path):
     assert loss.isfinite() and model.aux_head.weight.grad.abs().sum() > 0
 
 
+def test_token_dropout_thins_training_batches_only_and_repeats_with_the_seed(tmp_path):
+    def task(p, seed=0):
+        data = SpeakersData(batch_size=8, max_length=32, vocab_size=300, window=100,
+                            token_dropout=p)
+        return SpeakersTask(data, TrainConfig(out_dir=str(tmp_path), seed=seed), Dist())
+
+    t0, t4 = task(0.0), task(0.4)
+    plain, thin = t0.train_batch(5, 0), t4.train_batch(5, 0)
+    assert torch.equal(plain["labels"], thin["labels"])
+    assert 0.5 < thin["attention_mask"].sum() / plain["attention_mask"].sum() < 0.75
+    assert torch.equal(thin["input_ids"], t4.train_batch(5, 0)["input_ids"])
+    scored = t4.batch(t4.heldout[:4])  # what evaluation reads: every piece
+    assert scored["attention_mask"].sum(1).tolist() == [
+        len(t4.tokenizer.encode(text, max_length=32)) for text, _ in t4.heldout[:4]]
+    with pytest.raises(ValueError, match="token_dropout"):
+        SpeakersData(token_dropout=1.0)
+
+
 def test_reading_the_speaker_through_the_window_head(tmp_path):
     """read = "aux": p(speaker | x) = sum_w p(w | x) T[w, speaker], T the training speakers'
     counts per window + 1, each row normalised; a task without windows refuses it by name."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plait.data.masking import IGNORE_INDEX, mask_tokens
+from plait.data.masking import IGNORE_INDEX, drop_tokens, mask_tokens
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 SPECIALS = (PAD, CLS, SEP, MASK)
@@ -69,3 +69,26 @@ def test_bad_probabilities_are_refused():
         mask_tokens(ids, mask, SPECIALS, MASK, V, p=0.0)
     with pytest.raises(ValueError, match="masking probabilities"):
         mask_tokens(ids, mask, SPECIALS, MASK, V, p_mask=0.9, p_random=0.2)
+
+
+def test_token_dropout_removes_a_share_of_real_tokens_keeps_order_and_specials():
+    CLS, SEP, PAD = 2, 3, 0
+    lengths = torch.randint(3, 40, (200,))
+    body = torch.arange(10, 50).expand(200, 40)  # increasing ids: order is checkable
+    ids = torch.where(torch.arange(40) < lengths[:, None] - 1, body, PAD)
+    ids[torch.arange(200), 0] = CLS
+    ids[torch.arange(200), lengths - 1] = SEP
+    mask = (ids != PAD).long()
+    out, kept = drop_tokens(ids, mask, (CLS, SEP), 0.3, PAD, torch.Generator().manual_seed(0))
+    assert out.shape[1] < 40 and (out[kept == 0] == PAD).all()
+    real = (mask.sum() - 2 * 200).item()
+    removed = real - (kept.sum() - 2 * 200).item()
+    assert abs(removed / real - 0.3) < 0.03
+    for row, n in zip(out, kept.sum(1), strict=True):
+        assert kept[0].dtype == mask.dtype and row[0] == CLS and row[n - 1] == SEP
+        assert (row[1:n - 1].diff() > 0).all()  # the survivors in their order, right-padded
+    assert (kept.sum(1) == kept.cumprod(1).sum(1)).all()
+    same, _ = drop_tokens(ids, mask, (CLS, SEP), 0.0, PAD)
+    assert torch.equal(same, ids[:, :same.shape[1]])
+    with pytest.raises(ValueError, match="token dropout"):
+        drop_tokens(ids, mask, (CLS, SEP), 1.0)

@@ -57,3 +57,20 @@ def mask_tokens(input_ids: Tensor, attention_mask: Tensor | None, special_ids: I
     corrupted = torch.where(to_random, random_ids, corrupted)
     labels = torch.where(chosen, input_ids, IGNORE_INDEX)
     return corrupted, labels
+
+
+def drop_tokens(input_ids: Tensor, attention_mask: Tensor, special_ids: Iterable[int], p: float,
+                pad_id: int = 0, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Tensor]:
+    """Word dropout for fine-tuning a classifier (Iyyer et al. 2015): each real token that is
+    not special is removed with chance ``p``, and each row closes up and is right-padded again
+    to the batch's new longest. (ids, mask) of a right-padded batch (B, T)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"token dropout must be in [0, 1), got {p}")
+    specials = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+    draw = torch.rand(input_ids.shape, generator=generator)
+    keep = attention_mask.bool() & ((draw >= p) | torch.isin(input_ids, specials))
+    n = int(keep.sum(1).max())
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :n]  # kept ones first
+    ids, mask = input_ids.gather(1, order), keep.gather(1, order)
+    return torch.where(mask, ids, pad_id), mask.to(attention_mask.dtype)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import speakers as S
+from plait.data.masking import drop_tokens
 from plait.nn.ragged import by_length
 from plait.text.base import Tokenizer, encode_texts
 from plait.training.config import TrainConfig
@@ -50,10 +51,14 @@ class TextsData(Config):
     # model.pooling = "weighted": a piece of frequency p in the training texts weighs
     # sif / (sif + p) in the mean (Arora et al. 2017's smooth inverse frequency)
     sif: float = 1e-3
+    # > 0: word dropout while training, each piece but [CLS] / [SEP] removed with this chance
+    token_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.max_length - 2, self.vocab_size, self.sif) <= 0:
             raise ValueError("data.batch_size, vocab_size and sif must be > 0, max_length > 2")
+        if not 0 <= self.token_dropout < 1:
+            raise ValueError(f"data.token_dropout must be in [0, 1), got {self.token_dropout}")
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,20 @@ class ClassifyTask(Task):
                 **({"owner": owner} if whole else {})}
 
     def train_batch(self, step: int, micro: int) -> Batch:
-        return self.batch(self.draw(self.train_set, "", step, micro))
+        return self.dropped(self.batch(self.draw(self.train_set, "", step, micro)), step, micro)
+
+    def dropped(self, batch: Batch, step: int, micro: int) -> Batch:
+        """The batch with ``data.token_dropout`` of its pieces removed (:func:`drop_tokens`),
+        drawn from (seed, step, micro)."""
+        if not self.data.token_dropout:
+            return batch
+        t = self.tokenizer
+        g = torch.Generator().manual_seed((self.train.seed * 1_000_003 + step) * 1_000_003
+                                          + micro * self.dist.world + self.dist.rank)
+        ids, mask = drop_tokens(batch["input_ids"], batch["attention_mask"],
+                                (t.cls_token_id, t.sep_token_id), self.data.token_dropout,
+                                t.pad_token_id, g)
+        return {**batch, "input_ids": ids, "attention_mask": mask}
 
     def draw(self, rows: list, stream: str, step: int, micro: int) -> list:
         """This rank's share of ``data.batch_size`` rows drawn from ``rows`` by (``stream``,
@@ -307,9 +325,9 @@ class SpeakersTask(ClassifyTask):
         forward for both (``aux_labels`` the windows of the last rows)."""
         rows = self.draw(self.train_set, "", step, micro)
         if not self.located:
-            return self.batch(rows)
+            return self.dropped(self.batch(rows), step, micro)
         located = self.draw(self.located, "window/", step, micro)
-        return {**self.batch(rows, [text for text, _ in located]),
+        return {**self.dropped(self.batch(rows, [text for text, _ in located]), step, micro),
                 "aux_labels": torch.tensor([w for _, w in located])}
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
