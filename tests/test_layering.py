@@ -105,7 +105,8 @@ LAYERS = [
     ("plait.hf", BASE | {"plait.checkpoint", "plait.models", "plait.nn"}),
     ("plait.loading", BASE | {"plait.checkpoint", "plait.hf", "plait.nn"}),  # nn: quantize
     ("plait.inference", BASE | {"plait.loading", "plait.checkpoint", "plait.generation",
-                                "plait.models", "plait.text", "plait.vision", "plait.audio"}),
+                                "plait.models", "plait.nn", "plait.text", "plait.vision",
+                                "plait.audio"}),
     ("plait.evaluation", BASE | {"plait.inference", "plait.data", "plait.text", "plait.vision",
                                  "plait.models"}),
 ]

@@ -86,3 +86,15 @@ def test_one_group_is_one_plain_call():
     ids, mask = torch.ones(3, 10, dtype=torch.long), torch.ones(3, 10, dtype=torch.long)
     by_length(encoder, ids, mask)
     assert calls == [(3, 10)]
+
+
+def test_a_left_padded_batch_is_one_plain_call():
+    calls = []
+
+    def encoder(ids, mask):
+        calls.append(ids.shape)
+        return torch.zeros(*ids.shape, 4)
+
+    mask = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1]] * 6 + [[1] * 8])  # short rows padded left
+    by_length(encoder, torch.ones_like(mask), mask, overhead=0)
+    assert calls == [(7, 8)]

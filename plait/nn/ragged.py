@@ -50,7 +50,8 @@ def by_length(encoder: Callable[[Tensor, Tensor], Tensor], input_ids: Tensor,
     one plain call."""
     lengths = attention_mask.sum(1).tolist()
     groups = length_groups([int(n) for n in lengths], overhead)
-    if len(groups) == 1:
+    right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
+    if len(groups) == 1 or not right_padded:
         return encoder(input_ids, attention_mask)
     B, T = input_ids.shape
     parts = []
