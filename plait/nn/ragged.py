@@ -5,9 +5,10 @@ A batch of short texts with one long one is padded to the long one, and every ro
 for the padding in every layer: tiny Shakespeare's speeches have a median of about 20 pieces,
 but one in nine reaches 128, so a batch of 64 padded to 128 is mostly padding. Sorting the
 rows by length and cutting them into runs, each padded only to its own longest, does the same
-work on a fraction of the positions (about 2.5 times faster for the speaker task's fine-tuning
-step on 2 CPU cores). Where padding cannot change a real token's state (an attention mask over
-the keys and positions counted from the left), the states are those of one call.
+work on a fraction of the positions. On 2 CPU cores the speaker task's fine-tuning step runs
+twice as fast, and sentence embeddings of mixed-length texts 2.4 times as fast. Where padding
+cannot change a real token's state (an attention mask over the keys, positions counted from
+the left), the states are those of one call.
 """
 
 from __future__ import annotations
