@@ -127,7 +127,7 @@ class SentenceEncoder:
             picked = order[i:i + batch_size]
             ids, mask = pad_batch([rows[j] for j in picked], self.tokenizer.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)
-            hidden = by_length(lambda i, m: self.model(i, attention_mask=m), ids, mask)
+            hidden = by_length(lambda x, m: self.model(x, attention_mask=m), ids, mask)
             emb = pool(hidden, mask, self.modes)
             out[picked] = (F.normalize(emb, dim=-1) if self.normalize else emb).float().cpu()
         return out

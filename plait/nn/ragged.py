@@ -49,16 +49,17 @@ def by_length(encoder: Callable[[Tensor, Tensor], Tensor], input_ids: Tensor,
     :func:`length_groups`. Padding holds what the encoder gives there within a group and
     zeros beyond its longest row: read only the real tokens. One group (nothing to save) is
     one plain call."""
-    lengths = attention_mask.sum(1).tolist()
-    groups = length_groups([int(n) for n in lengths], overhead)
-    right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
-    if len(groups) == 1 or not right_padded:
+    if not bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()):  # not right-padded
+        return encoder(input_ids, attention_mask)
+    lengths = [int(n) for n in attention_mask.sum(1).tolist()]
+    groups = length_groups(lengths, overhead)
+    if len(groups) == 1:
         return encoder(input_ids, attention_mask)
     B, T = input_ids.shape
     parts = []
     for rows in groups:
         index = torch.tensor(rows, device=input_ids.device)
-        n = max(int(lengths[i]) for i in rows)
+        n = max(lengths[i] for i in rows)
         parts.append((index, encoder(input_ids[index, :n], attention_mask[index, :n])))
     first = parts[0][1]
     hidden = first.new_zeros(B, T, first.shape[-1])

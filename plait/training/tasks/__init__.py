@@ -115,6 +115,12 @@ class Task:
     def __init__(self, data: Config, train: TrainConfig, d: Dist):
         self.data, self.train, self.dist = data, train, d
 
+    def generator(self, step: int, micro: int) -> torch.Generator:
+        """Random draws for a batch, seeded by (``train.seed``, step, micro-step): the same on
+        every rank and on every rerun."""
+        return torch.Generator().manual_seed((self.train.seed * 1_000_003 + step) * 1_000_003
+                                             + micro)
+
     # -- what every task must provide --------------------------------------------------------
     def train_batch(self, step: int, micro: int) -> Batch:
         raise NotImplementedError(f"{type(self).__name__}.train_batch")

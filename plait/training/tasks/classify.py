@@ -237,11 +237,9 @@ class ClassifyTask(Task):
         if not self.data.token_dropout:
             return batch
         t = self.tokenizer
-        g = torch.Generator().manual_seed((self.train.seed * 1_000_003 + step) * 1_000_003
-                                          + micro * self.dist.world + self.dist.rank)
         ids, mask = drop_tokens(batch["input_ids"], batch["attention_mask"],
                                 (t.cls_token_id, t.sep_token_id), self.data.token_dropout,
-                                t.pad_token_id, g)
+                                t.pad_token_id, self.generator(step, micro))
         return {**batch, "input_ids": ids, "attention_mask": mask}
 
     def draw(self, rows: list, stream: str, step: int, micro: int) -> list:
@@ -324,11 +322,9 @@ class SpeakersTask(ClassifyTask):
         """The speakers' rows, then (with ``data.window``) as many located speeches: one
         forward for both (``aux_labels`` the windows of the last rows)."""
         rows = self.draw(self.train_set, "", step, micro)
-        if not self.located:
-            return self.dropped(self.batch(rows), step, micro)
-        located = self.draw(self.located, "window/", step, micro)
-        return {**self.dropped(self.batch(rows, [text for text, _ in located]), step, micro),
-                "aux_labels": torch.tensor([w for _, w in located])}
+        located = self.draw(self.located, "window/", step, micro) if self.located else []
+        batch = self.dropped(self.batch(rows, [text for text, _ in located]), step, micro)
+        return {**batch, "aux_labels": torch.tensor([w for _, w in located])} if located else batch
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         if "aux_labels" not in batch:

@@ -115,8 +115,7 @@ class MLMTask(Task):
 
     def train_batch(self, step: int, micro: int) -> Batch:
         B, W, r = self.data.batch_size, self.dist.world, self.dist.rank
-        g = torch.Generator().manual_seed(
-            (self.train.seed * 1_000_003 + step) * 1_000_003 + micro)
+        g = self.generator(step, micro)
         n = self.data.block_size - 2
         starts = torch.randint(0, len(self.train_ids) - n, (B,), generator=g)
         batch = self.masked(self.rows(self.train_ids, starts), g)  # the whole global batch
