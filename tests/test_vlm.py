@@ -182,3 +182,60 @@ def test_config_errors_name_the_field():
                   image_attention="full")
     with pytest.raises(ValueError, match="model.vision"):
         VLMConfig(vision=dict(image_size=20, patch_size=8))
+
+
+def segmenter_vlm(**kw) -> VLM:
+    torch.manual_seed(0)
+    vision = dict(kind="segmenter", image_size=32, n_embd=8,
+                  vision=dict(patch_size=8, n_layer=1, n_head=2, n_embd=16))
+    text = dict(vocab_size=40, n_layer=1, n_head=2, n_embd=32, block_size=64)
+    return VLM(VLMConfig(vision=vision, text=text, image_token_id=IMG, **kw)).eval()
+
+
+def test_a_segmenter_tower_gives_each_patch_its_colour_and_kind_shares():
+    m = segmenter_vlm(pixel_shuffle=2, projector="linear")
+    seg, c = m.vision, m.config
+    assert c.tower == "segmenter" and c.feature_width == 1 + 6 + 4
+    assert c.tokens_per_image == 4  # a 4 x 4 patch grid, 2 x 2 patches a token
+    assert VLMConfig.from_dict(c.to_dict()) == c
+    px = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        shares = seg.features(px)  # (2, 16, 11)
+        out = seg(px)
+    colour = out["colour"].softmax(1)
+    kind = out["kind"].softmax(1) * (1 - colour[:, :1])
+    # patch (row 1, column 2) by hand: the mean over its 8 x 8 pixels
+    patch = torch.cat([colour, kind], 1)[:, :, 8:16, 16:24].mean((2, 3))
+    torch.testing.assert_close(shares[:, 1 * 4 + 2], patch)
+    torch.testing.assert_close(shares[..., :7].sum(-1), torch.ones(2, 16))
+    torch.testing.assert_close(shares[..., 7:].sum(-1), 1 - shares[..., 0])
+    with torch.no_grad():
+        tokens = m.image_features(px)
+    torch.testing.assert_close(tokens, m.projector(pixel_shuffle(shares, 2)))
+    assert tokens.shape == (2, 4, 32)
+
+
+def test_an_unknown_tower_kind_is_named():
+    with pytest.raises(ValueError, match="model.vision.kind 'resnet'"):
+        VLMConfig(vision=dict(kind="resnet"), text=dict(vocab_size=10, n_layer=1, n_head=1,
+                                                        n_embd=8))
+
+
+def test_a_segmenter_tower_has_no_llava_form(tmp_path):
+    from plait.hf import export
+
+    with pytest.raises(ValueError, match="tower='segmenter'") as e:
+        export(segmenter_vlm(projector="mlp"), tmp_path)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_learned_image_positions_add_one_vector_per_image_token():
+    m = segmenter_vlm(pixel_shuffle=2, projector="linear", image_positions="learned")
+    assert m.image_pos.shape == (4, 32)  # a 2 x 2 token grid
+    px = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got = m.image_features(px)
+        plain = m.projector(pixel_shuffle(m.vision.features(px), 2))
+    torch.testing.assert_close(got - plain, m.image_pos.detach().expand(2, 4, 32))
+    with pytest.raises(ValueError, match="image_positions"):
+        tiny(features="all", image_positions="learned")  # the class token has no cell

@@ -97,6 +97,22 @@ class Segmenter(nn.Module):
                              align_corners=False)
         return {"colour": colour, "kind": kind}
 
+    @staticmethod
+    def n_features(c: SegmenterConfig) -> int:
+        return 1 + len(c.colours) + len(c.kinds)
+
+    def features(self, pixel_values: Tensor, layer: int = -1) -> Tensor:
+        """What each patch holds, as a vision-language model's image tower gives it
+        (:mod:`plait.models.vlm`): (B, grid^2, 1 + n_colours + n_kinds), per patch in reading
+        order the share of its pixels that are background or each colour, then that are each
+        kind (a kind's probability times the pixel's chance of being a shape). ``layer`` is
+        the ViT's signature; the segmenter has one reading."""
+        out = self(pixel_values)
+        colour = out["colour"].softmax(1)  # (B, 1 + n_colours, H, W)
+        kind = out["kind"].softmax(1) * (1.0 - colour[:, :1])  # (B, n_kinds, H, W)
+        shares = F.avg_pool2d(torch.cat([colour, kind], 1), self.config.vit.patch_size)
+        return shares.flatten(2).transpose(1, 2)
+
     @torch.no_grad()
     def predict(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         """(class map (B, H, W): 0 background, else 1 + colour * n_kinds + kind; the

@@ -11,7 +11,11 @@ projector, arXiv:2310.03744; nanoVLM's pixel shuffle).
 The prompt holds one ``image_token_id`` per image token (``tokens_per_image`` for each image),
 as Hugging Face's LLaVA processor expands them; image rows replace those positions in order.
 The decoder is plait's :class:`~plait.models.gpt.GPT` (GPT-2 or Llama layout), the image
-encoder plait's :class:`~plait.models.vit.ViT` (CLIP's image tower is one).
+encoder plait's :class:`~plait.models.vit.ViT` (CLIP's image tower is one) or, with
+``vision.kind = "segmenter"``, a :class:`~plait.models.segment.Segmenter` whose features are each
+patch's shares of the colours and kinds it sees (:meth:`Segmenter.features`): a reading of
+what is where, which the scenes' relation questions need and CLIP's tower gives only in part
+(docs/vlm.md).
 
 ``VLM`` implements the decoding protocol: ``generate(ids, mask, pixel_values=...)`` splices the
 image in at prefill, then every step is the decoder's own, with its KV cache.
@@ -29,14 +33,21 @@ from torch import Tensor
 from plait.config import Config, require_choice
 from plait.models.base import complete_tables
 from plait.models.gpt import GPT, GPTConfig
+from plait.models.segment import Segmenter, SegmenterConfig
 from plait.models.vit import ViT, ViTConfig
 from plait.nn.layers import ACTIVATIONS
+
+# the image tower's ``kind`` -> (its config, its model); a ViT's table keeps no kind
+TOWERS: dict[str, tuple[type[Config], type[nn.Module]]] = {
+    "vit": (ViTConfig, ViT),
+    "segmenter": (SegmenterConfig, Segmenter),
+}
 
 
 @dataclass(frozen=True)
 class VLMConfig(Config):
-    """The image tower's table (``ViTConfig`` keys), the decoder's (``GPTConfig`` keys), and how
-    the two meet."""
+    """The image tower's table (``ViTConfig`` keys, or ``kind = "segmenter"`` and
+    ``SegmenterConfig`` keys), the decoder's (``GPTConfig`` keys), and how the two meet."""
 
     vision: dict[str, Any] = field(default_factory=dict)
     text: dict[str, Any] = field(default_factory=dict)
@@ -50,10 +61,20 @@ class VLMConfig(Config):
     # "bidirectional": an image's tokens read each other both ways (PaliGemma's prefix, here
     # the image alone); "causal" as LLaVA, whose folders are causal
     image_attention: Literal["causal", "bidirectional"] = "causal"
+    # "learned": a vector per image token (its place in the grid) added after the projector
+    # (a segmenter's shares carry no position of their own; a ViT's states do)
+    image_positions: Literal["none", "learned"] = "none"
 
     def __post_init__(self) -> None:
-        complete_tables(self, (("vision", ViTConfig), ("text", GPTConfig)))
-        v, t = self.vision_config, self.text_config
+        kind = self.vision.get("kind", "vit")
+        if kind not in TOWERS:
+            raise ValueError(f"unknown model.vision.kind {kind!r} (known: {', '.join(TOWERS)})")
+        table = {k: v for k, v in self.vision.items() if k != "kind"}
+        object.__setattr__(self, "vision", table)
+        complete_tables(self, (("vision", TOWERS[kind][0]), ("text", GPTConfig)))
+        if kind != "vit":
+            object.__setattr__(self, "vision", {"kind": kind, **self.vision})
+        t = self.text_config
         if not 0 <= self.image_token_id < t.vocab_size:
             raise ValueError(f"VLMConfig.image_token_id ({self.image_token_id}) must be a token"
                              f" id of the decoder's vocabulary [0, {t.vocab_size})")
@@ -61,17 +82,45 @@ class VLMConfig(Config):
             raise ValueError(f"VLMConfig.projector_act {self.projector_act!r} is not one of"
                              f" {', '.join(ACTIVATIONS)}")
         require_choice(self, "image_attention", ("causal", "bidirectional"))
+        require_choice(self, "image_positions", ("none", "learned"))
+        if self.image_positions != "none" and self.has_cls:
+            raise ValueError("image_positions needs features = 'patches' (the class token has"
+                             " no place in the grid)")
         r = self.pixel_shuffle
-        if r < 1 or v.grid % r:
+        grid = self.image_grid
+        if r < 1 or grid % r:
             raise ValueError(f"VLMConfig.pixel_shuffle ({r}) must divide the patch grid"
-                             f" ({v.grid} x {v.grid})")
-        if r > 1 and (self.features == "all" and v.pooling == "cls"):
+                             f" ({grid} x {grid})")
+        if r > 1 and self.has_cls:
             raise ValueError("pixel_shuffle needs features = 'patches' (the class token has no"
                              " place in the grid)")
 
     @property
-    def vision_config(self) -> ViTConfig:
-        return ViTConfig.from_dict(self.vision)
+    def tower(self) -> str:
+        return self.vision.get("kind", "vit")
+
+    @property
+    def vision_config(self) -> ViTConfig | SegmenterConfig:
+        table = {k: v for k, v in self.vision.items() if k != "kind"}
+        return TOWERS[self.tower][0].from_dict(table)
+
+    @property
+    def image_grid(self) -> int:
+        """The side of the tower's patch grid."""
+        v = self.vision_config
+        return v.vit.grid if isinstance(v, SegmenterConfig) else v.grid
+
+    @property
+    def feature_width(self) -> int:
+        """The width of one patch's features, before the pixel shuffle."""
+        v = self.vision_config
+        return Segmenter.n_features(v) if isinstance(v, SegmenterConfig) else v.n_embd
+
+    @property
+    def has_cls(self) -> bool:
+        """Whether the image tokens include the tower's class token."""
+        v = self.vision_config
+        return self.features == "all" and isinstance(v, ViTConfig) and v.pooling == "cls"
 
     @property
     def text_config(self) -> GPTConfig:
@@ -80,9 +129,7 @@ class VLMConfig(Config):
     @property
     def tokens_per_image(self) -> int:
         """Placeholders one image takes in a prompt."""
-        v = self.vision_config
-        n = (v.grid // self.pixel_shuffle) ** 2
-        return n + (self.features == "all" and v.pooling == "cls")
+        return (self.image_grid // self.pixel_shuffle) ** 2 + self.has_cls
 
 
 def pixel_shuffle(x: Tensor, r: int) -> Tensor:
@@ -121,18 +168,21 @@ class VLM(nn.Module):
     def __init__(self, config: VLMConfig):
         super().__init__()
         self.config = c = config
-        v, t = c.vision_config, c.text_config
-        self.vision = ViT(v)
-        self.projector = Projector(c, v.n_embd * c.pixel_shuffle**2, t.n_embd)
+        t = c.text_config
+        self.vision = TOWERS[c.tower][1](c.vision_config)
+        self.projector = Projector(c, c.feature_width * c.pixel_shuffle**2, t.n_embd)
+        self.image_pos = (nn.Parameter(torch.randn(c.tokens_per_image, t.n_embd) * 0.02)
+                          if c.image_positions == "learned" else None)  # (N, C)
         self.decoder = GPT(t)
 
     def image_features(self, pixel_values: Tensor) -> Tensor:
         """(B_img, 3, H, W) -> projected image tokens (B_img, tokens_per_image, C)."""
         c = self.config
         x = self.vision.features(pixel_values, c.feature_layer)  # (B_img, T_img, Cv)
-        if c.features == "patches" and self.vision.cls is not None:
+        if c.features == "patches" and getattr(self.vision, "cls", None) is not None:
             x = x[:, 1:]
-        return self.projector(pixel_shuffle(x, c.pixel_shuffle))
+        x = self.projector(pixel_shuffle(x, c.pixel_shuffle))
+        return x if self.image_pos is None else x + self.image_pos
 
     def embed(self, input_ids: Tensor, pixel_values: Tensor | None) -> Tensor:
         """Token embeddings (B, T, C) with the image tokens written over the placeholders.

@@ -129,15 +129,18 @@ class ScenesCaptionTask(Task):
         return config
 
     def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
-        """A VLM around the image tower of a CLIP (or a bare ViT) folder, its weights copied;
-        the projector and the decoder start fresh."""
+        """A VLM around the image tower of a CLIP (or a bare ViT) folder, or around a whole
+        segmenter, its weights copied; the projector and the decoder start fresh."""
+        from plait.models.segment import Segmenter
         from plait.models.vlm import VLM
 
-        tower = getattr(source, "vision", source)
+        segmenter = isinstance(source, Segmenter)
+        tower = source if segmenter else getattr(source, "vision", source)
         if not hasattr(tower, "features"):
             raise ValueError(f"train.init_from {where}: a {type(source).__name__} has no ViT"
                              " image tower to build a vision-language model around")
-        model = VLM(self.model_config(config.replace(vision=tower.config.to_dict())))
+        table = ({"kind": "segmenter"} if segmenter else {}) | tower.config.to_dict()
+        model = VLM(self.model_config(config.replace(vision=table)))
         model.vision.load_state_dict(tower.state_dict())
         if self.dist.is_main:
             print(f"init_from {where}: the image tower of a {type(source).__name__}"
