@@ -333,3 +333,25 @@ def test_bad_input_is_one_line_and_exit_2(vlm_run, tmp_path, capsys):
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], (args, err)
+
+
+def test_answer_dropout_hides_answer_tokens_read_by_the_decoder_and_nothing_else(tmp_path):
+    task = _task(tmp_path)
+    plain = task.train_batch(3, 0)
+    task = type(task)(task.data.replace(answer_dropout=0.4), task.train, Dist())
+    task.n_image_tokens = 9
+    batch = task.train_batch(3, 0)
+    assert torch.equal(batch["targets"], plain["targets"])  # what is learned stays
+    assert torch.equal(batch["pixel_values"], plain["pixel_values"])
+    changed = batch["input_ids"] != plain["input_ids"]
+    assert (batch["input_ids"][changed] == task.tokenizer.pad_token_id).all()
+    read = torch.zeros_like(changed)
+    read[:, 1:] = plain["targets"][:, :-1] != IGNORE_INDEX  # answer tokens, as read
+    assert changed.any() and not (changed & ~read).any()  # never the image or the question
+    hidden = total = 0
+    for step in range(20):  # the share hidden: about answer_dropout of the answer tokens read
+        b, p = task.train_batch(step, 0), _task(tmp_path).train_batch(step, 0)
+        hidden += int((b["input_ids"] != p["input_ids"]).sum())
+        total += int((p["targets"][:, :-1] != IGNORE_INDEX).sum())
+    assert 0.3 < hidden / total < 0.5
+    assert torch.equal(task.train_batch(3, 0)["input_ids"], batch["input_ids"])  # reproducible

@@ -72,13 +72,17 @@ class ScenesData(Config):
     # drawn (any colour+kind pair): the decoder learns every phrase, never an image of a held-out
     # pair
     text_share: float = 0.0
+    # the chance that an answer token the decoder reads (teacher forcing) is replaced by padding
+    # in training: "yellow" hidden, the kind after it must come from the image, not from which
+    # kinds followed "yellow" in training (the targets stay)
+    answer_dropout: float = 0.0
     seed: int = 0
     dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
 
     def __post_init__(self) -> None:
         if min(self.image_size, self.n_train, self.n_eval, self.batch_size) <= 0:
             raise ValueError("data.image_size, n_train, n_eval and batch_size must be > 0")
-        for name in ("caption_share", "text_share", "place_share"):
+        for name in ("caption_share", "text_share", "place_share", "answer_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -206,8 +210,16 @@ class ScenesCaptionTask(Task):
         turns += [[(rng.choice(CAPTION_QUESTIONS), canonical_caption(imagined_scene(rng).shapes))]
                   for _ in range(n_text)]
         lo, hi = r * B // W, (r + 1) * B // W  # this rank's rows: images first, then text
-        return self.batch(self.uint8[picks[lo:min(hi, len(picks))]], turns[lo:hi],
-                          text_only=max(0, hi - max(lo, len(picks))))
+        batch = self.batch(self.uint8[picks[lo:min(hi, len(picks))]], turns[lo:hi],
+                           text_only=max(0, hi - max(lo, len(picks))))
+        if self.data.answer_dropout > 0:
+            ids, targets = batch["input_ids"], batch["targets"]
+            read = torch.zeros_like(targets, dtype=torch.bool)  # an answer token, as input
+            read[:, 1:] = targets[:, :-1] != IGNORE_INDEX
+            draw = torch.rand(ids.shape, generator=self.generator(step, micro))
+            hide = read & (draw < self.data.answer_dropout)
+            batch["input_ids"] = ids.masked_fill(hide, self.tokenizer.pad_token_id)
+        return batch
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
