@@ -13,9 +13,9 @@ as Hugging Face's LLaVA processor expands them; image rows replace those positio
 The decoder is plait's :class:`~plait.models.gpt.GPT` (GPT-2 or Llama layout), the image
 encoder plait's :class:`~plait.models.vit.ViT` (CLIP's image tower is one) or, with
 ``vision.kind = "segmenter"``, a :class:`~plait.models.segment.Segmenter` whose features are each
-patch's shares of the colours and kinds it sees (:meth:`Segmenter.features`): a reading of
-what is where, which the scenes' relation questions need and CLIP's tower gives only in part
-(docs/vlm.md).
+patch's shares of the colours and kinds it sees (:meth:`Segmenter.features`): what is where,
+colour and kind read apart, so a pair no training image showed is read like any other
+(docs/vlm.md). With ``image_positions = "learned"``, H gains one learned row per image token.
 
 ``VLM`` implements the decoding protocol: ``generate(ids, mask, pixel_values=...)`` splices the
 image in at prefill, then every step is the decoder's own, with its KV cache.
