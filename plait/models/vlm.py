@@ -32,16 +32,18 @@ from torch import Tensor
 
 from plait.config import Config, require_choice
 from plait.models.base import complete_tables
+from plait.models.clip import tower_classes, tower_config
 from plait.models.gpt import GPT, GPTConfig
 from plait.models.segment import Segmenter, SegmenterConfig
-from plait.models.vit import ViT, ViTConfig
+from plait.models.vit import ViTConfig
 from plait.nn.layers import ACTIVATIONS
+from plait.registry import Registry
 
-# the image tower's ``kind`` -> (its config, its model); a ViT's table keeps no kind
-TOWERS: dict[str, tuple[type[Config], type[nn.Module]]] = {
-    "vit": (ViTConfig, ViT),
-    "segmenter": (SegmenterConfig, Segmenter),
-}
+# the image tower's ``kind`` -> its model class; a ViT's table keeps no kind
+TOWERS = Registry("VLM image tower", {
+    "vit": "plait.models.vit:ViT",
+    "segmenter": "plait.models.segment:Segmenter",
+})
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,10 @@ class VLMConfig(Config):
     image_positions: Literal["none", "learned"] = "none"
 
     def __post_init__(self) -> None:
-        kind = self.vision.get("kind", "vit")
-        if kind not in TOWERS:
-            raise ValueError(f"unknown model.vision.kind {kind!r} (known: {', '.join(TOWERS)})")
-        table = {k: v for k, v in self.vision.items() if k != "kind"}
-        object.__setattr__(self, "vision", table)
-        complete_tables(self, (("vision", TOWERS[kind][0]), ("text", GPTConfig)))
-        if kind != "vit":
-            object.__setattr__(self, "vision", {"kind": kind, **self.vision})
+        kind = self.tower
+        object.__setattr__(self, "vision", ({"kind": kind} if kind != "vit" else {})
+                           | self.vision_config.to_dict())
+        complete_tables(self, (("text", GPTConfig),))
         t = self.text_config
         if not 0 <= self.image_token_id < t.vocab_size:
             raise ValueError(f"VLMConfig.image_token_id ({self.image_token_id}) must be a token"
@@ -101,8 +99,7 @@ class VLMConfig(Config):
 
     @property
     def vision_config(self) -> ViTConfig | SegmenterConfig:
-        table = {k: v for k, v in self.vision.items() if k != "kind"}
-        return TOWERS[self.tower][0].from_dict(table)
+        return tower_config(TOWERS, self.vision, "vit", "model.vision")
 
     @property
     def image_grid(self) -> int:
@@ -169,7 +166,7 @@ class VLM(nn.Module):
         super().__init__()
         self.config = c = config
         t = c.text_config
-        self.vision = TOWERS[c.tower][1](c.vision_config)
+        self.vision = tower_classes(TOWERS, c.tower, "model.vision")[1](c.vision_config)
         self.projector = Projector(c, c.feature_width * c.pixel_shuffle**2, t.n_embd)
         self.image_pos = (nn.Parameter(torch.randn(c.tokens_per_image, t.n_embd) * 0.02)
                           if c.image_positions == "learned" else None)  # (N, C)
