@@ -355,3 +355,36 @@ def test_answer_dropout_hides_answer_tokens_read_by_the_decoder_and_nothing_else
         total += int((p["targets"][:, :-1] != IGNORE_INDEX).sum())
     assert 0.3 < hidden / total < 0.5
     assert torch.equal(task.train_batch(3, 0)["input_ids"], batch["input_ids"])  # reproducible
+
+
+def test_question_weights_draw_each_kind_as_often_as_asked(tmp_path):
+    import random
+    from collections import Counter
+
+    from plait.data.scenes import QUESTION_KINDS
+
+    task = _task(tmp_path)
+
+    def drawn(weights: dict[str, float], scenes) -> Counter:
+        t = type(task)(task.data.replace(caption_share=0.0, question_weights=weights),
+                       task.train, Dist())
+        rng, out = random.Random(0), Counter()
+        for _ in range(30):
+            for scene in scenes:
+                [(_, answer)] = t.turns(scene, rng)
+                out[next(q.kind for q in scene.qa if q.answer == answer)] += 1
+        return out
+
+    pairs = [s for s in task.items if len(s.shapes) >= 2]  # these have a relation question
+    assert 0 < len(pairs) < len(task.items)
+    only = {k: 0.0 for k in QUESTION_KINDS if k != "relation"}
+    assert set(drawn(only, pairs)) == {"relation"}
+    lone = [s for s in task.items if len(s.shapes) == 1]  # every weight 0: drawn uniformly
+    assert set(drawn(only, lone)) == {"count", "colour", "presence"}
+    plain, heavy = drawn({}, task.items), drawn({"relation": 4.0, "count": 0.0}, task.items)
+    assert "count" not in heavy and plain["count"] > 0
+    assert heavy["relation"] > 2.5 * plain["relation"]
+    with pytest.raises(ValueError, match="unknown question kind 'colours'"):
+        task.data.replace(question_weights={"colours": 2.0})
+    with pytest.raises(ValueError, match="question_weights.count must be >= 0"):
+        task.data.replace(question_weights={"count": -1.0})

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from plait.data.scenes import (
     NUMBERS,
     PHRASINGS,
     PLACE_QUESTION,
+    QUESTION_KINDS,
     TRAIN_TEMPLATES,
     Scene,
     canonical_caption,
@@ -76,6 +77,10 @@ class ScenesData(Config):
     # in training: "yellow" hidden, the kind after it must come from the image, not from which
     # kinds followed "yellow" in training (the targets stay)
     answer_dropout: float = 0.0
+    # scenes-vqa: how often each question kind is drawn against the others (a kind not named
+    # weighs 1; {} draws uniformly among a scene's questions): relations are one question of
+    # about five in a scene, and the hardest
+    question_weights: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
 
@@ -85,6 +90,12 @@ class ScenesData(Config):
         for name in ("caption_share", "text_share", "place_share", "answer_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
+        for kind, w in self.question_weights.items():
+            if kind not in QUESTION_KINDS:
+                raise ValueError(f"data.question_weights: unknown question kind {kind!r}"
+                                 f" (one of {', '.join(QUESTION_KINDS)})")
+            if not w >= 0:
+                raise ValueError(f"data.question_weights.{kind} must be >= 0, got {w}")
 
 
 def scene_tokenizer(texts: Iterable[str] = ()) -> CharTokenizer:
@@ -162,7 +173,11 @@ class ScenesCaptionTask(Task):
         if self.data.place_share and rng.random() < self.data.place_share:
             s = rng.choice(scene.shapes)
             return [(PLACE_QUESTION.format(x=place(s)), s.colour)]
-        q = rng.choice(scene.qa)
+        weights = [self.data.question_weights.get(q.kind, 1.0) for q in scene.qa]
+        if self.data.question_weights and sum(weights) > 0:
+            q = rng.choices(scene.qa, weights)[0]
+        else:  # the draw before question_weights existed: reruns stay bit-identical
+            q = rng.choice(scene.qa)
         return [(rephrase(q, rng), q.answer)]
 
     def row(self, turns: list[tuple[str, str]],
