@@ -9,6 +9,7 @@ espeak-ng, as tests/test_speech_data.py explains (its fixture is reused here).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,56 @@ def test_ctc_is_small_for_a_spelled_alignment_and_large_for_another_order():
     assert float(CTC(blank=0)(logits, torch.tensor([[5, 4, 3, IGNORE_INDEX]]))) > 10.0
 
 
+
+def test_joint_pick_scores_beams_by_ctc_and_decoder_together():
+    from plait.inference.speech import Transcriber, joint_pick
+    from plait.models.whisper import Whisper
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(vocab_size=12, n_layer=1, n_head=2, n_embd=16, n_inner=32,
+                        block_size=10, n_audio_ctx=6, pad_token_id=0, eos_token_id=2,
+                        decoder_start_token_id=1, variable_window=True)
+    model = Whisper(cfg).eval()
+    memory = model.encode(torch.randn(2, 80, 12))  # 2 utterances, 6 frames each
+    rows = [[3, 4], [5], [6, 6, 7], [8, 9, 10, 11, 3, 4, 5, 6]]  # 2 candidates each
+    with torch.no_grad():
+        frames = model.lm_head(memory).log_softmax(-1)
+
+        def ctc(b: int, r: list[int]) -> float:  # one row through F.ctc_loss
+            return max(-1e30, -float(torch.nn.functional.ctc_loss(
+                frames[b][:, None], torch.tensor([r]), [6], [len(r)], blank=0,
+                reduction="sum")))
+
+        def dec(b: int, r: list[int]) -> float:  # the decoder's log p of r, then </s>
+            logp = model.decode(torch.tensor([[1, *r]]), memory[b:b + 1]).log_softmax(-1)
+            return float(sum(logp[0, i, t] for i, t in enumerate([*r, 2])))
+
+        picks = []
+        for w in (0.0, 0.3, 1.0):
+            picks.append(joint_pick(model, memory, rows, 2, w, blank=0, eos=2))
+            assert picks[-1] == [max(rows[2 * b:2 * b + 2],
+                                     key=lambda r, b=b: w * ctc(b, r) + (1 - w) * dec(b, r))
+                                 for b in range(2)]
+        assert picks[0] != picks[-1]  # the two scores disagree here: the weight decides
+        # 8 tokens cannot fit 6 frames (CTC -inf): never picked while the decoder weighs less
+        assert joint_pick(model, memory, rows, 2, 0.5, blank=0, eos=2)[1] == [6, 6, 7]
+
+    class Tok:  # what Transcriber.decode reads of a tokenizer
+        pad_token_id, eos_token_id = 0, 2
+
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    x = torch.randn(3, 80, 12)
+    plain = Transcriber(model, Tok()).decode(x, num_beams=3)
+    joint = Transcriber(Whisper(cfg.replace(ctc_weight=0.3)).eval(), Tok())
+    joint.model.load_state_dict(model.state_dict())
+    assert len(joint.decode(x, num_beams=3)) == 3
+    assert joint.decode(x, num_beams=1) == Transcriber(model, Tok()).decode(x, num_beams=1)
+    assert len(plain) == 3
+    with pytest.raises(ValueError, match="ctc_weight must be in"):
+        cfg.replace(ctc_weight=1.5)
+
 def test_wer_and_cer_come_from_jiwer_on_known_pairs():
     refs = ["set a timer for 25 minutes", "4821"]
     hyps = ["set a timer for 26 minute", "4821"]
@@ -231,6 +282,13 @@ def test_a_tiny_whisper_learns_and_its_folder_transcribes(asr_run, speech_dir, t
     assert main(["eval", "--model", str(asr_run), "--task", "speech"]) == 0
     out = capsys.readouterr().out
     assert "wer" in out and "cer" in out and "wer_number" in out
+    assert transcriber.model.config.ctc_weight == 0.3  # the recipe's data.ctc_weight
+    older = tmp_path / "older"  # saved before config.ctc_weight existed: it still evaluates
+    shutil.copytree(asr_run, older)
+    config = json.loads((older / "config.json").read_text())
+    del config["ctc_weight"]
+    (older / "config.json").write_text(json.dumps(config))
+    assert main(["eval", "--model", str(older), "--task", "speech"]) == 0
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,7 @@ def from_recipe(args: argparse.Namespace) -> dict[str, float]:
     """The task's evaluation of the folder, with the data settings it was trained with."""
     import torch
 
+    from plait.checkpoint import read_model_config
     from plait.loading import load
     from plait.training import TASKS, TrainConfig
     from plait.training.distributed import Dist
@@ -143,8 +144,9 @@ def from_recipe(args: argparse.Namespace) -> dict[str, float]:
         train = TrainConfig(init_from=str(folder), out_dir=tmp, device="cpu")
         task = task_cls(data, train, Dist())
         wanted, have = task.model_config(model.config).to_dict(), model.config.to_dict()
+        saved = read_model_config(folder)  # a field it does not name came after it was saved
         diff = [f"{k}={have[k]!r} (the task needs {v!r})" for k, v in wanted.items()
-                if have.get(k) != v]
+                if have.get(k) != v and k in saved]
         if diff:
             raise ValueError(f"{folder} does not fit task '{args.task}': {', '.join(diff[:3])}")
         if args.without:

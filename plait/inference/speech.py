@@ -121,17 +121,63 @@ class Transcriber:
     @torch.no_grad()
     def decode(self, features: Tensor, num_beams: int = 1,
                max_new_tokens: int | None = None) -> list[str]:
-        """Transcripts of log-mel ``features`` (B, n_mels, frames), up to each ``</s>``."""
+        """Transcripts of log-mel ``features`` (B, n_mels, frames), up to each ``</s>``. With
+        beams and a model whose ``config.ctc_weight`` w is above 0 (trained with a CTC loss on
+        its encoder beside the decoder's), every beam's transcript is scored
+        w * log p_ctc + (1 - w) * log p_decoder and the best kept (:func:`joint_pick`)."""
         t = self.tokenizer
         limit = self.model.config.block_size - 1  # the decoder's positions, start token first
         steps = limit if max_new_tokens is None else min(max_new_tokens, limit)
+        w = float(getattr(self.model.config, "ctc_weight", 0.0))
+        n = num_beams if w > 0 and num_beams > 1 else 1
         with self._lock:
-            out = self.model.generate(features.to(self.device), num_beams=num_beams,
-                                      max_new_tokens=steps, eos_token_id=t.eos_token_id,
-                                      pad_token_id=t.pad_token_id)
-        texts = []
-        for row in out[:, 1:].tolist():
-            if t.eos_token_id in row:
-                row = row[:row.index(t.eos_token_id)]
-            texts.append(t.decode(row).strip())
-        return texts
+            memory = self.model.encode(features.to(self.device))
+            out = self.model.generate_over(memory, None, num_beams=num_beams,
+                                           num_return_sequences=n, max_new_tokens=steps,
+                                           eos_token_id=t.eos_token_id,
+                                           pad_token_id=t.pad_token_id)
+            rows = [_ids(row, t.eos_token_id) for row in out[:, 1:].tolist()]
+            if n > 1:
+                rows = joint_pick(self.model, memory, rows, n, w, t.pad_token_id,
+                                  t.eos_token_id)
+        return [t.decode(row).strip() for row in rows]
+
+
+def _ids(row: list[int], eos: int) -> list[int]:
+    """A generated row's tokens before its first ``eos`` (padding after it dropped)."""
+    return row[:row.index(eos)] if eos in row else row
+
+
+def joint_pick(model: Any, memory: Tensor, rows: list[list[int]], n: int, weight: float,
+               blank: int, eos: int) -> list[list[int]]:
+    """Of each utterance's ``n`` candidate transcripts (``rows``, n per utterance in order),
+    the one with the highest weight * log p_ctc(y | audio) + (1 - weight) * log p_dec(y | audio)
+    (hybrid CTC/attention scoring, Watanabe et al. 2017, applied to the beams: "rescoring").
+
+    log p_dec is the decoder's, teacher-forced, ``</s>`` included; log p_ctc sums every
+    alignment of y to the encoder's frames under the model's output layer applied to them,
+    with ``blank`` (the pad token) between tokens, as the speech task's CTC loss trains it.
+    The decoder alone can write a fluent sentence the audio does not hold ("the blue shape is
+    which one" for "which shape is blue"); CTC cannot reorder or add words the frames lack."""
+    import torch.nn.functional as F
+
+    B, dev = memory.shape[0], memory.device
+    lengths = torch.tensor([len(r) for r in rows], device=dev)
+    longest = int(lengths.max()) + 1
+    start = model.config.decoder_start_token_id
+    inp = torch.full((B * n, longest), blank, dtype=torch.long, device=dev)
+    labels = torch.full((B * n, longest), -1, dtype=torch.long, device=dev)
+    for i, r in enumerate(rows):
+        inp[i, :len(r) + 1] = torch.tensor([start, *r])
+        labels[i, :len(r) + 1] = torch.tensor([*r, eos])
+    mem = memory.repeat_interleave(n, 0)
+    logp = model.decode(inp, mem).float().log_softmax(-1)
+    dec = (logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * (labels >= 0)).sum(1)
+    frames = model.lm_head(mem).float().log_softmax(-1).transpose(0, 1)  # (S, B * n, V)
+    ctc = -F.ctc_loss(frames, labels[:, :-1].clamp(min=0), torch.full_like(lengths, len(frames)),
+                      lengths, blank=blank, reduction="none")
+    ctc = ctc.clamp(min=-1e30)  # y cannot fit the frames: last, and 0 x it stays 0
+    best = (weight * ctc + (1 - weight) * dec).view(B, n).argmax(1)
+    return [rows[b * n + int(k)] for b, k in enumerate(best)]
+
+

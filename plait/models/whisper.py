@@ -67,10 +67,17 @@ class WhisperConfig(Seq2SeqConfig):
     # features cut to the longest recording of each batch (plait's speech task,
     # data.cut_window); it must then be given audio cut the same way (Transcriber does)
     variable_window: bool = False
+    # > 0: the output layer was also trained on the encoder's frames with a CTC loss (plait's
+    # speech task, data.ctc_weight), and beam search picks among its beams by this weight of
+    # the CTC score beside the decoder's (plait.inference.speech.joint_pick); 0: Whisper's
+    # decoder alone
+    ctc_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_positive(self, ("n_mels", "n_audio_ctx"))
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"WhisperConfig.ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if not self.share_embeddings:
             raise ValueError("WhisperConfig.share_embeddings must be True: the encoder reads"
                              " audio, so the decoder's token table is the only one")

@@ -78,6 +78,9 @@ class SpeechData(Config):
     # encoder then reads ~1.6 s instead of the whole 4 s window, 2-3x fewer frames a step.
     # The model is told (model.variable_window) and is then given audio cut the same way
     cut_window: bool = False
+    # beams of the held-out decoding (the end of training, plait eval); with ctc_weight above
+    # 0 the transcript is picked among them by the CTC and decoder scores together
+    eval_beams: int = 1
     augment: SpecAugment = field(default_factory=SpecAugment)
     speech_dir: str = "data/speech"  # built audio and feature caches, reused across runs
     workers: int = 2  # espeak-ng processes at once while building
@@ -86,9 +89,9 @@ class SpeechData(Config):
 
     def __post_init__(self) -> None:
         if min(self.n_train, self.n_heldout, self.n_eval, self.batch_size, self.n_mels,
-               self.workers) <= 0:
-            raise ValueError("data.n_train, n_heldout, n_eval, batch_size, n_mels and workers"
-                             " must be > 0")
+               self.workers, self.eval_beams) <= 0:
+            raise ValueError("data.n_train, n_heldout, n_eval, batch_size, n_mels, workers and"
+                             " eval_beams must be > 0")
         if not 0.0 <= self.ctc_weight < 1.0:
             raise ValueError(f"data.ctc_weight must be in [0, 1), got {self.ctc_weight}")
         if not 0.0 <= self.decoder_dropout < 1.0:
@@ -187,7 +190,8 @@ class SpeechTask(Task):
         return config.replace(vocab_size=t.vocab_size, pad_token_id=t.pad_token_id,
                               eos_token_id=t.eos_token_id, decoder_start_token_id=t.bos_token_id,
                               n_mels=self.data.n_mels, n_audio_ctx=self.data.n_samples // STRIDE,
-                              variable_window=self.data.cut_window)
+                              variable_window=self.data.cut_window,
+                              ctc_weight=self.data.ctc_weight)
 
     def longest_target(self) -> int:
         """Tokens of the longest transcript the grammar writes, plus ``</s>``."""
@@ -311,8 +315,8 @@ class SpeechTask(Task):
             logits = model(batch["input_features"], batch["decoder_input_ids"])
             total += float(self.criterion(logits, batch["labels"])) * k
             count += k
-        hyps = Transcriber(unwrap(model), self.tokenizer).decode_all(feats[:n].float(),
-                                                                     frames.tolist())
+        hyps = Transcriber(unwrap(model), self.tokenizer).decode_all(
+            feats[:n].float(), frames.tolist(), num_beams=self.data.eval_beams)
         return {"loss": total / max(count, 1),
                 **score(refs, hyps, [r["kind"] for r in rows[:n]])}
 
