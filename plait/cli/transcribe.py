@@ -1,7 +1,7 @@
 """Transcribe speech with a speech-recognition folder: one transcript per line.
 
     plait transcribe --model runs/speech question.wav timer.flac
-    ls *.wav | plait transcribe --model runs/speech --num-beams 4
+    ls *.wav | plait transcribe --model runs/speech --num-beams 8
 
 The folder is plait's (plait train configs/speech.toml): a Whisper with the transcripts'
 characters as its vocabulary. Files are wav or flac (anything libsndfile reads), at any
@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", metavar="FILE",
                         help="audio files (default: one path per line of standard input)")
     parser.add_argument("--num-beams", type=int, default=1, metavar="B",
-                        help="beam search with B beams (default 1: greedy)")
+                        help="beam search with B beams (default 1: greedy); a folder trained"
+                        " with CTC picks among them by its CTC and decoder scores together")
     parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                         help="longest transcript in tokens (default: the model's decoder length)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -41,16 +41,17 @@ def spoken_questions(n: int, seed: int = 0) -> list[tuple[Scene, QA, Utterance]]
     return out
 
 
-def evaluate_voice_qa(voice: VoiceAsker, n: int = 200, seed: int = 0,
-                      workers: int = 2) -> dict[str, float]:
+def evaluate_voice_qa(voice: VoiceAsker, n: int = 200, seed: int = 0, workers: int = 2,
+                      asr_beams: int = 8) -> dict[str, float]:
     """Accuracy of spoken and of written questions about ``n`` held-out scenes (see the
-    module docstring for every metric)."""
+    module docstring for every metric). The questions are transcribed with ``asr_beams``
+    beams, as the speech recipe scores its held-out utterances; answered greedily."""
     items = spoken_questions(n, seed)
     with ThreadPoolExecutor(workers) as pool:  # each thread waits on an espeak-ng process
         audio = list(pool.map(synthesize, [u for _, _, u in items]))
     size = voice.asker.processor.config.crop_size
     images = [s.render(size) for s, _, _ in items]
-    heard = voice.ask(images, audio)
+    heard = voice.ask(images, audio, asr_beams=asr_beams)
     written = voice.asker.ask(images, [q.question for _, q, _ in items])
     right: dict[str, dict[str, list[bool]]] = {"voice": defaultdict(list),
                                                "text": defaultdict(list)}

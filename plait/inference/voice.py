@@ -47,8 +47,11 @@ class VoiceAsker:
                    punctuate)
 
     def ask(self, images: Sequence[Image.Image], recordings: Sequence[np.ndarray],
-            num_beams: int = 1, max_new_tokens: int = 32) -> list[Heard]:
-        heard = self.transcriber.transcribe(list(recordings), num_beams)
+            num_beams: int = 1, max_new_tokens: int = 32,
+            asr_beams: int | None = None) -> list[Heard]:
+        """``num_beams`` for the answers, and for the transcripts unless ``asr_beams`` is
+        given (a recogniser trained with CTC picks among its beams by both scores)."""
+        heard = self.transcriber.transcribe(list(recordings), asr_beams or num_beams)
         questions = [self.punctuate(t) for t in heard]
         answers = self.asker.ask(list(images), questions, max_new_tokens, num_beams)
         return [Heard(*row) for row in zip(heard, questions, answers, strict=True)]
