@@ -92,3 +92,17 @@ def test_token_dropout_removes_a_share_of_real_tokens_keeps_order_and_specials()
     assert torch.equal(same, ids[:, :same.shape[1]])
     with pytest.raises(ValueError, match="token dropout"):
         drop_tokens(ids, mask, (CLS, SEP), 1.0)
+
+
+def test_hide_tokens_pads_only_where_allowed_at_about_the_rate():
+    from plait.data.masking import hide_tokens
+
+    ids = torch.arange(1, 4001).view(40, 100)
+    where = torch.ones_like(ids, dtype=torch.bool)
+    where[:, 0] = False
+    out = hide_tokens(ids, 0.3, 0, where, torch.Generator().manual_seed(0))
+    hidden = out != ids
+    assert (out[hidden] == 0).all() and not hidden[:, 0].any()
+    assert 0.25 < hidden[:, 1:].float().mean() < 0.35
+    again = hide_tokens(ids, 0.3, 0, where, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)

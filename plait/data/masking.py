@@ -74,3 +74,12 @@ def drop_tokens(input_ids: Tensor, attention_mask: Tensor, special_ids: Iterable
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :n]  # kept ones first
     ids, mask = input_ids.gather(1, order), keep.gather(1, order)
     return torch.where(mask, ids, pad_id), mask.to(attention_mask.dtype)
+
+
+def hide_tokens(input_ids: Tensor, p: float, pad_id: int, where: Tensor,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Decoder-input dropout: each token of ``input_ids`` (B, T) where ``where`` (B, T, bool)
+    holds is replaced by ``pad_id`` with chance ``p`` (one uniform draw per position, all
+    positions drawn); the targets stay, so the model must read its source, not its past."""
+    hide = where & (torch.rand(input_ids.shape, generator=generator) < p)
+    return input_ids.masked_fill(hide, pad_id)

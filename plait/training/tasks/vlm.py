@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from plait.config import Config
+from plait.data.masking import hide_tokens
 from plait.data.scenes import (
     COLOURS,
     KINDS,
@@ -228,12 +229,12 @@ class ScenesCaptionTask(Task):
         batch = self.batch(self.uint8[picks[lo:min(hi, len(picks))]], turns[lo:hi],
                            text_only=max(0, hi - max(lo, len(picks))))
         if self.data.answer_dropout > 0:
-            ids, targets = batch["input_ids"], batch["targets"]
+            targets = batch["targets"]
             read = torch.zeros_like(targets, dtype=torch.bool)  # an answer token, as input
             read[:, 1:] = targets[:, :-1] != IGNORE_INDEX
-            draw = torch.rand(ids.shape, generator=self.generator(step, micro))
-            hide = read & (draw < self.data.answer_dropout)
-            batch["input_ids"] = ids.masked_fill(hide, self.tokenizer.pad_token_id)
+            batch["input_ids"] = hide_tokens(batch["input_ids"], self.data.answer_dropout,
+                                             self.tokenizer.pad_token_id, read,
+                                             self.generator(step, micro))
         return batch
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
