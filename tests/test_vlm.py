@@ -239,3 +239,38 @@ def test_learned_image_positions_add_one_vector_per_image_token():
     torch.testing.assert_close(got - plain, m.image_pos.detach().expand(2, 4, 32))
     with pytest.raises(ValueError, match="image_positions"):
         tiny(features="all", image_positions="learned")  # the class token has no cell
+
+
+def test_feature_groups_give_each_group_its_own_tokens_sharing_their_cells_positions():
+    m = segmenter_vlm(pixel_shuffle=2, projector="linear", image_positions="learned",
+                      feature_groups=[7, 4], image_attention="bidirectional")
+    c = m.config
+    assert (c.image_cells, c.tokens_per_image) == (4, 8)  # 2 x 2 cells, colour then kind
+    assert VLMConfig.from_dict(c.to_dict()) == c and c.feature_groups == (7, 4)
+    px = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        shares = m.vision.features(px)
+        got = m.image_features(px)
+        colour = m.projectors[0](pixel_shuffle(shares[..., :7], 2))
+        kind = m.projectors[1](pixel_shuffle(shares[..., 7:], 2))
+        pos = m.image_pos.detach()
+        want = torch.cat([colour + pos + m.group_emb[0], kind + pos + m.group_emb[1]], 1)
+    torch.testing.assert_close(got, want)
+    # a kind token is blind to colour: other colour shares move only the colour tokens
+    recoloured = torch.cat([shares[..., :7].flip(-1), shares[..., 7:]], -1)
+    with torch.no_grad():
+        m.vision.features = lambda *_: recoloured  # noqa: E731  instance attribute
+        moved = m.image_features(px)
+    del m.vision.features
+    torch.testing.assert_close(moved[:, 4:], got[:, 4:])
+    assert not torch.allclose(moved[:, :4], got[:, :4])
+    ids = torch.tensor([[1] + [IMG] * 8 + [5, 6]])  # a prompt takes every group's tokens
+    assert m(ids, px[:1]).shape == (1, 11, 40)
+    with pytest.raises(ValueError, match=r"feature_groups \[7, 3\] must add up to .* \(11\)"):
+        segmenter_vlm(feature_groups=[7, 3])
+    with pytest.raises(ValueError, match="feature_groups needs features = 'patches'"):
+        tiny(features="all", feature_groups=[12, 12])  # the class token has no cell
+    from plait.hf import export
+
+    with pytest.raises(ValueError, match=r"feature_groups=\(12, 12\) \(LLaVA needs \(\)\)"):
+        export(tiny(feature_groups=[12, 12]), "/nonexistent")

@@ -388,3 +388,27 @@ def test_question_weights_draw_each_kind_as_often_as_asked(tmp_path):
         task.data.replace(question_weights={"colours": 2.0})
     with pytest.raises(ValueError, match="question_weights.count must be >= 0"):
         task.data.replace(question_weights={"count": -1.0})
+
+
+def test_word_maps_sum_a_cells_feature_groups():
+    from plait.inference.attention_map import word_maps
+    from plait.inference.vlm import VisionAsker
+    from plait.models.vlm import VLM, VLMConfig
+    from plait.training.tasks.vlm import scene_tokenizer
+    from plait.vision import ImageConfig
+
+    t = scene_tokenizer()
+    vision = dict(kind="segmenter", image_size=48, n_embd=8,
+                  vision=dict(patch_size=8, n_layer=1, n_head=2, n_embd=16))
+    text = dict(vocab_size=t.vocab_size, n_layer=1, n_head=2, n_embd=32, block_size=96)
+    torch.manual_seed(0)
+    config = dict(vision=vision, text=text, image_token_id=t.specials.index("<image>"),
+                  pixel_shuffle=2, projector="linear", image_attention="bidirectional")
+    grouped = VLM(VLMConfig(**config, feature_groups=[7, 4])).eval()
+    assert grouped.config.tokens_per_image == 18 and grouped.config.image_cells == 9
+    image = scene_at(1, "heldout").render(48)
+    asker = VisionAsker(grouped, t, ImageConfig(size=48, crop_size=48))
+    maps = word_maps(asker, image, "what colour is the star?", "red and blue")
+    assert [w for w, _ in maps] == ["red", "and", "blue"]
+    for _, grid in maps:  # 3 x 3 cells, each the sum of its colour and its kind token
+        assert grid.shape == (3, 3) and 0 < float(grid.sum()) <= 1 + 1e-5

@@ -133,7 +133,8 @@ class LlavaFamily(Family):
     def config_to_hf(self, config: VLMConfig) -> dict[str, Any]:
         """A LLaVA ``config.json``; what LLaVA cannot express raises naming the field."""
         require_export(config, {"tower": "vit", "projector": "mlp", "pixel_shuffle": 1,
-                                "image_attention": "causal", "image_positions": "none"},
+                                "image_attention": "causal", "image_positions": "none",
+                                "feature_groups": ()},
                        self.name)
         v, t = config.vision_config, config.text_config
         require_export(v, VISION_LAYOUT, self.name)  # a CLIP tower

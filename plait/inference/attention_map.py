@@ -58,7 +58,8 @@ def record_attention(decoder) -> Iterator[list[Tensor]]:
 @torch.no_grad()
 def word_maps(asker, image: Image.Image, question: str,
               answer: str) -> list[tuple[str, Tensor]]:
-    """(word, (g, g) attention over the image's token grid) for each word of ``answer``."""
+    """(word, (g, g) attention over the image's token grid) for each word of ``answer``; with
+    ``feature_groups``, a cell's attention is the sum over its groups' tokens."""
     from plait.inference.vlm import prompt_ids
 
     t, model = asker.tokenizer, asker.model
@@ -69,7 +70,8 @@ def word_maps(asker, image: Image.Image, question: str,
         model(ids.to(device), asker.pixels([image]).to(device))
     mean = torch.stack([m[0].mean(0) for m in maps]).mean(0).cpu()  # (T, T)
     image_cols = (ids[0] == model.config.image_token_id).nonzero().squeeze(1)
-    g = int(round(len(image_cols) ** 0.5))
+    cells = model.config.image_cells
+    g = int(round(cells**0.5))
     out: list[tuple[str, list[int]]] = []
     for p in range(len(prompt), ids.shape[1]):  # group the answer's tokens into words
         piece = t.decode([int(ids[0, p])])
@@ -81,8 +83,9 @@ def word_maps(asker, image: Image.Image, question: str,
             out[-1] = (out[-1][0] + piece, out[-1][1] + [p])
         else:
             out.append((piece.strip(), [p]))
-    return [(word, mean[[p - 1 for p in rows]][:, image_cols[:g * g]].mean(0).reshape(g, g))
-            for word, rows in out]
+    groups = len(image_cols) // cells
+    return [(word, mean[[p - 1 for p in rows]][:, image_cols].mean(0).reshape(groups, cells)
+             .sum(0)[:g * g].reshape(g, g)) for word, rows in out]
 
 
 def draw_attention(asker, image: Image.Image, question: str, answer: str,

@@ -17,6 +17,12 @@ patch's shares of the colours and kinds it sees (:meth:`Segmenter.features`): wh
 colour and kind read apart, so a pair no training image showed is read like any other
 (docs/vlm.md). With ``image_positions = "learned"``, H gains one learned row per image token.
 
+With ``feature_groups`` (widths that split each patch's features, e.g. a segmenter's colour
+shares and its kind shares), every group is shuffled and projected apart and becomes its own
+run of tokens, one per cell: "what kind is here" and "what colour is here" are separate tokens
+that share their cell's position row (plus a row per group), so a key that finds the square by
+its kind holds no colour until the decoder's own attention mixes them.
+
 ``VLM`` implements the decoding protocol: ``generate(ids, mask, pixel_values=...)`` splices the
 image in at prefill, then every step is the decoder's own, with its KV cache.
 """
@@ -66,6 +72,10 @@ class VLMConfig(Config):
     # "learned": a vector per image token (its place in the grid) added after the projector
     # (a segmenter's shares carry no position of their own; a ViT's states do)
     image_positions: Literal["none", "learned"] = "none"
+    # widths that split each patch's features into groups, each its own run of image tokens
+    # (its own projector): a segmenter's (1 + colours, kinds) keeps colour and kind apart;
+    # () = one token per cell with everything
+    feature_groups: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         kind = self.tower
@@ -92,6 +102,13 @@ class VLMConfig(Config):
         if r > 1 and self.has_cls:
             raise ValueError("pixel_shuffle needs features = 'patches' (the class token has no"
                              " place in the grid)")
+        groups = tuple(self.feature_groups)
+        object.__setattr__(self, "feature_groups", groups)
+        if groups and min(groups) < 1:  # their sum is the built tower's width (VLM checks)
+            raise ValueError(f"VLMConfig.feature_groups {list(groups)} must be widths >= 1")
+        if groups and self.has_cls:
+            raise ValueError("feature_groups needs features = 'patches' (the class token has"
+                             " no place in the grid)")
 
     @property
     def tower(self) -> str:
@@ -124,9 +141,14 @@ class VLMConfig(Config):
         return GPTConfig.from_dict(self.text)
 
     @property
-    def tokens_per_image(self) -> int:
-        """Placeholders one image takes in a prompt."""
+    def image_cells(self) -> int:
+        """Grid cells after the pixel shuffle (plus the class token): one group's tokens."""
         return (self.image_grid // self.pixel_shuffle) ** 2 + self.has_cls
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Placeholders one image takes in a prompt: each feature group's cells in turn."""
+        return self.image_cells * max(1, len(self.feature_groups))
 
 
 def pixel_shuffle(x: Tensor, r: int) -> Tensor:
@@ -167,9 +189,17 @@ class VLM(nn.Module):
         self.config = c = config
         t = c.text_config
         self.vision = tower_classes(TOWERS, c.tower, "model.vision")[1](c.vision_config)
-        self.projector = Projector(c, c.feature_width * c.pixel_shuffle**2, t.n_embd)
-        self.image_pos = (nn.Parameter(torch.randn(c.tokens_per_image, t.n_embd) * 0.02)
-                          if c.image_positions == "learned" else None)  # (N, C)
+        r2, groups = c.pixel_shuffle**2, c.feature_groups
+        if groups and sum(groups) != c.feature_width:
+            raise ValueError(f"VLMConfig.feature_groups {list(groups)} must add up to the"
+                             f" image tower's feature width ({c.feature_width})")
+        if groups:
+            self.projectors = nn.ModuleList(Projector(c, w * r2, t.n_embd) for w in groups)
+            self.group_emb = nn.Parameter(torch.randn(len(groups), 1, t.n_embd) * 0.02)
+        else:
+            self.projector = Projector(c, c.feature_width * r2, t.n_embd)
+        self.image_pos = (nn.Parameter(torch.randn(c.image_cells, t.n_embd) * 0.02)
+                          if c.image_positions == "learned" else None)  # (cells, C)
         self.decoder = GPT(t)
 
     def image_features(self, pixel_values: Tensor) -> Tensor:
@@ -178,8 +208,14 @@ class VLM(nn.Module):
         x = self.vision.features(pixel_values, c.feature_layer)  # (B_img, T_img, Cv)
         if c.features == "patches" and getattr(self.vision, "cls", None) is not None:
             x = x[:, 1:]
-        x = self.projector(pixel_shuffle(x, c.pixel_shuffle))
-        return x if self.image_pos is None else x + self.image_pos
+        if not c.feature_groups:
+            x = self.projector(pixel_shuffle(x, c.pixel_shuffle))
+            return x if self.image_pos is None else x + self.image_pos
+        parts = x.split(list(c.feature_groups), dim=-1)
+        x = torch.stack([proj(pixel_shuffle(part, c.pixel_shuffle))
+                         for proj, part in zip(self.projectors, parts, strict=True)], 1)
+        x = x + self.group_emb + (0 if self.image_pos is None else self.image_pos)
+        return x.flatten(1, 2)  # (B_img, groups * cells, C): group 0's cells, then group 1's
 
     def embed(self, input_ids: Tensor, pixel_values: Tensor | None) -> Tensor:
         """Token embeddings (B, T, C) with the image tokens written over the placeholders.
