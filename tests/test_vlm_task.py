@@ -412,3 +412,40 @@ def test_word_maps_sum_a_cells_feature_groups():
     assert [w for w, _ in maps] == ["red", "and", "blue"]
     for _, grid in maps:  # 3 x 3 cells, each the sum of its colour and its kind token
         assert grid.shape == (3, 3) and 0 < float(grid.sum()) <= 1 + 1e-5
+
+
+def test_place_first_answers_a_colour_with_the_asked_shapes_place_and_is_scored_so(tmp_path):
+    from plait.data.scenes import answer_right, place, placed_answer
+
+    colour_rows = 0
+    for scene in scenes(40, "heldout"):
+        for q in scene.qa:
+            placed = placed_answer(scene, q)
+            assert answer_right(scene, q, q.answer) and answer_right(scene, q, placed)
+            if q.kind != "colour":
+                assert placed == q.answer
+                continue
+            colour_rows += 1
+            [shape] = [s for s in scene.shapes if s.kind in q.question]
+            assert placed == f"{place(shape)} {q.answer}"
+            wrong = "middle" if place(shape) != "middle" else "top left"
+            assert not answer_right(scene, q, f"{wrong} {q.answer}")  # the place must be true
+            assert not answer_right(scene, q, f"{place(shape)} {q.answer} {q.answer}")
+    assert colour_rows > 20
+    task = _task(tmp_path)
+    placed_task = type(task)(task.data.replace(caption_share=0.0, place_first=True),
+                             task.train, Dist())
+    plain_task = type(task)(task.data.replace(caption_share=0.0), task.train, Dist())
+    seen = 0
+    for k, scene in enumerate(task.items * 4):
+        [(q1, a1)] = placed_task.turns(scene, random.Random(k))
+        [(q0, a0)] = plain_task.turns(scene, random.Random(k))
+        assert q1 == q0  # the same draw; only a colour answer changes
+        qa = next(q for q in scene.qa if q.answer == a0 and q.kind in {
+            "colour" if a1 != a0 else q.kind})
+        if qa.kind == "colour":
+            seen += 1
+            assert a1 == placed_answer(scene, qa) != a0
+        else:
+            assert a1 == a0
+    assert seen > 0

@@ -246,6 +246,23 @@ def place(s: Shape) -> str:
     return " ".join(words) or "middle"
 
 
+def placed_answer(scene: Scene, qa: QA) -> str:
+    """A colour question's answer with the asked shape's place first ("top left yellow"): the
+    kind is tied to a place, then the colour read there (``data.place_first`` of scenes-vqa).
+    Any other question's answer is unchanged."""
+    if qa.kind != "colour":
+        return qa.answer
+    words = {w.strip("?.,") for w in qa.question.split()}
+    shape = next(s for s in scene.shapes if s.kind in words)
+    return f"{place(shape)} {qa.answer}"
+
+
+def answer_right(scene: Scene, qa: QA, answer: str) -> bool:
+    """Whether ``answer`` is right: it equals the reference, or is the reference with the
+    asked shape's true place first (:func:`placed_answer`)."""
+    return answer in (qa.answer, placed_answer(scene, qa))
+
+
 def questions(shapes: list[Shape], rng: random.Random, heldout: bool = True) -> list[QA]:
     """Question-answer pairs about counts, colours, kinds, relations and presence, in each
     kind's first phrasing (:func:`rephrase` draws another). Presence asks about a shape that

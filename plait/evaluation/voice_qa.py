@@ -19,7 +19,7 @@ import random
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-from plait.data.scenes import QA, Scene, scenes
+from plait.data.scenes import QA, Scene, answer_right, scenes
 from plait.data.speech import PITCHES, SPEEDS, Utterance, speakers, synthesize, transcript_of
 from plait.evaluation.speech import score
 from plait.inference.voice import VoiceAsker
@@ -55,9 +55,9 @@ def evaluate_voice_qa(voice: VoiceAsker, n: int = 200, seed: int = 0, workers: i
     written = voice.asker.ask(images, [q.question for _, q, _ in items])
     right: dict[str, dict[str, list[bool]]] = {"voice": defaultdict(list),
                                                "text": defaultdict(list)}
-    for (_, q, _), h, a in zip(items, heard, written, strict=True):
-        right["voice"][q.kind].append(h.answer == q.answer)
-        right["text"][q.kind].append(a == q.answer)
+    for (scene, q, _), h, a in zip(items, heard, written, strict=True):
+        right["voice"][q.kind].append(answer_right(scene, q, h.answer))
+        right["text"][q.kind].append(answer_right(scene, q, a))
     asr = score([u.transcript for _, _, u in items], [h.transcript for h in heard])
     out = {f"{how}_accuracy": sum(sum(v) for v in right[how].values()) / len(items)
            for how in ("voice", "text")}

@@ -45,6 +45,7 @@ from plait.data.scenes import (
     canonical_caption,
     imagined_scene,
     place,
+    placed_answer,
     rephrase,
     scenes,
 )
@@ -82,6 +83,11 @@ class ScenesData(Config):
     # weighs 1; {} draws uniformly among a scene's questions): relations are one question of
     # about five in a scene, and the hardest
     question_weights: dict[str, float] = field(default_factory=dict)
+    # scenes-vqa: a colour question is answered with the shape's place first ("top left
+    # yellow", plait.data.scenes.placed_answer): the kind is tied to a place, then the colour
+    # is read there as the place question reads it, instead of from which colours the kind
+    # had in training
+    place_first: bool = False
     seed: int = 0
     dir: str = ""  # tokenizer.json + preprocessor_config.json; "" = <train.out_dir>/data
 
@@ -179,7 +185,8 @@ class ScenesCaptionTask(Task):
             q = rng.choices(scene.qa, weights)[0]
         else:  # the draw before question_weights existed: reruns stay bit-identical
             q = rng.choice(scene.qa)
-        return [(rephrase(q, rng), q.answer)]
+        return [(rephrase(q, rng), placed_answer(scene, q) if self.data.place_first
+                 else q.answer)]
 
     def row(self, turns: list[tuple[str, str]],
             image: bool = True) -> tuple[list[int], list[int]]:
@@ -259,7 +266,8 @@ class ScenesCaptionTask(Task):
         asker = VisionAsker(inner, self.tokenizer, self.image_config)
         metrics = evaluate_scenes(asker, held, self.pixels(uint8), questions=self.questions)
         turns = [[(CAPTION_QUESTION, canonical_caption(s.shapes))]
-                 + ([(q.question, q.answer) for q in s.qa] if self.questions else [])
+                 + ([(q.question, placed_answer(s, q) if self.data.place_first else q.answer)
+                     for q in s.qa] if self.questions else [])
                  for s in held]
         total, count = 0.0, 0
         for i in range(0, n, 64):
