@@ -106,3 +106,11 @@ def test_hide_tokens_pads_only_where_allowed_at_about_the_rate():
     assert 0.25 < hidden[:, 1:].float().mean() < 0.35
     again = hide_tokens(ids, 0.3, 0, where, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_past_start_marks_every_position_but_the_first():
+    from plait.data.masking import past_start
+
+    where = past_start(torch.zeros(3, 5, dtype=torch.long))
+    assert where.dtype == torch.bool and where.shape == (3, 5)
+    assert not where[:, 0].any() and where[:, 1:].all()

@@ -83,3 +83,11 @@ def hide_tokens(input_ids: Tensor, p: float, pad_id: int, where: Tensor,
     positions drawn); the targets stay, so the model must read its source, not its past."""
     hide = where & (torch.rand(input_ids.shape, generator=generator) < p)
     return input_ids.masked_fill(hide, pad_id)
+
+
+def past_start(ids: Tensor) -> Tensor:
+    """(B, T) bool: every position but the first, where a decoder's start token stays (the
+    ``where`` of :func:`hide_tokens` for decoder-input dropout)."""
+    where = torch.ones_like(ids, dtype=torch.bool)
+    where[:, 0] = False
+    return where

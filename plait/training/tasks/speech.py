@@ -37,7 +37,7 @@ from plait.audio import HOP_LENGTH, log_mel
 from plait.audio.augment import SpecAugment, spec_augment
 from plait.config import Config, ConfigError
 from plait.data import speech as data
-from plait.data.masking import hide_tokens
+from plait.data.masking import hide_tokens, past_start
 from plait.data.scenes import COLOURS, KINDS, PHRASINGS, article
 from plait.io import atomic_write
 from plait.models.whisper import cut_frames
@@ -261,10 +261,9 @@ class SpeechTask(Task):
         batch = self.batch([rows[i]["transcript"] for i in pick.tolist()], masked)
         if self.data.decoder_dropout > 0:
             dec = batch["decoder_input_ids"]
-            after_start = torch.ones_like(dec, dtype=torch.bool)
-            after_start[:, 0] = False  # the start token stays
             batch["decoder_input_ids"] = hide_tokens(dec, self.data.decoder_dropout,
-                                                     self.tokenizer.pad_token_id, after_start, g)
+                                                     self.tokenizer.pad_token_id,
+                                                     past_start(dec), g)
         return batch
 
     def cut(self, feats: Tensor, frames: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from plait.config import Config, ConfigError
 from plait.data import translate as data
-from plait.data.masking import hide_tokens
+from plait.data.masking import hide_tokens, past_start
 from plait.text.base import pad_batch
 from plait.text.char import CharTokenizer
 from plait.training.config import TrainConfig
@@ -109,10 +109,9 @@ class TranslateTask(Task):
         if self.data.decoder_dropout > 0:
             g = torch.Generator().manual_seed(hash((seed, step, micro, r)) % 2**63)
             dec = batch["decoder_input_ids"]
-            after_start = torch.ones_like(dec, dtype=torch.bool)
-            after_start[:, 0] = False  # the start token stays
             batch["decoder_input_ids"] = hide_tokens(dec, self.data.decoder_dropout,
-                                                     self.tokenizer.pad_token_id, after_start, g)
+                                                     self.tokenizer.pad_token_id,
+                                                     past_start(dec), g)
         return batch
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:

@@ -39,6 +39,7 @@ from plait.data.scenes import (
     NUMBERS,
     PHRASINGS,
     PLACE_QUESTION,
+    QA,
     QUESTION_KINDS,
     TRAIN_TEMPLATES,
     Scene,
@@ -185,8 +186,12 @@ class ScenesCaptionTask(Task):
             q = rng.choices(scene.qa, weights)[0]
         else:  # the draw before question_weights existed: reruns stay bit-identical
             q = rng.choice(scene.qa)
-        return [(rephrase(q, rng), placed_answer(scene, q) if self.data.place_first
-                 else q.answer)]
+        return [(rephrase(q, rng), self.answer(scene, q))]
+
+    def answer(self, scene: Scene, q: QA) -> str:
+        """What the model is taught to answer ``q`` with: the reference, or with
+        ``data.place_first`` a colour's place before it (:func:`placed_answer`)."""
+        return placed_answer(scene, q) if self.data.place_first else q.answer
 
     def row(self, turns: list[tuple[str, str]],
             image: bool = True) -> tuple[list[int], list[int]]:
@@ -266,8 +271,7 @@ class ScenesCaptionTask(Task):
         asker = VisionAsker(inner, self.tokenizer, self.image_config)
         metrics = evaluate_scenes(asker, held, self.pixels(uint8), questions=self.questions)
         turns = [[(CAPTION_QUESTION, canonical_caption(s.shapes))]
-                 + ([(q.question, placed_answer(s, q) if self.data.place_first else q.answer)
-                     for q in s.qa] if self.questions else [])
+                 + ([(q.question, self.answer(s, q)) for q in s.qa] if self.questions else [])
                  for s in held]
         total, count = 0.0, 0
         for i in range(0, n, 64):
