@@ -301,7 +301,7 @@ def test_word_maps_cover_the_image_grid(vlm_run):
     image = scene_at(1, "heldout").render(48)
     maps = word_maps(asker, image, "what colour is the star?", "red and blue")
     assert [w for w, _ in maps] == ["red", "and", "blue"]
-    g = int(asker.tokens_per_image ** 0.5)
+    g = int(asker.model.config.image_cells ** 0.5)  # one map cell per grid cell
     for _, grid in maps:
         assert grid.shape == (g, g) and (grid >= 0).all() and 0 < float(grid.sum()) <= 1 + 1e-5
 

@@ -63,7 +63,7 @@ def word_maps(asker, image: Image.Image, question: str,
     from plait.inference.vlm import prompt_ids
 
     t, model = asker.tokenizer, asker.model
-    prompt = prompt_ids(t, question, asker.tokens_per_image)
+    prompt = prompt_ids(t, question, asker.tokens_per_image, question_first=asker.question_first)
     ids = torch.tensor([prompt + t.encode(answer)])
     device = next(model.parameters()).device
     with record_attention(model.decoder) as maps:

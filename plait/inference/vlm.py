@@ -30,15 +30,21 @@ CAPTION_QUESTIONS = (CAPTION_QUESTION, "what is in the picture?", "caption this 
                      "what do you see?")
 
 
-def prompt_ids(tokenizer, question: str, n_image_tokens: int, n_images: int = 1) -> list[int]:
+def prompt_ids(tokenizer, question: str, n_image_tokens: int, n_images: int = 1,
+               question_first: bool = False) -> list[int]:
     """``<s> <image> x n  question \n``: what the model reads before it answers. A question
-    may place its images itself with ``<image>`` (one per image); else they come first."""
+    may place its images itself with ``<image>`` (one per image); else they come first, or with
+    ``question_first`` (``VLMConfig.question_first``) after it: ``<s> question <image> x n \n``,
+    so that the image tokens read the question."""
     image = [tokenizer.specials.index(IMAGE_TOKEN)] * n_image_tokens
     parts = question.strip().lower().split(IMAGE_TOKEN)
     holes = len(parts) - 1
     if holes and holes != n_images:
         raise ValueError(f"the question holds {holes} {IMAGE_TOKEN} placeholder(s) but"
                          f" {n_images} image(s) were given: one placeholder per image, or none")
+    if not holes and question_first and n_images:
+        return [tokenizer.bos_token_id, *tokenizer.encode(parts[0] + " "), *image * n_images,
+                *tokenizer.encode("\n")]
     if not holes:
         return [tokenizer.bos_token_id, *image * n_images, *tokenizer.encode(parts[0] + "\n")]
     ids = [tokenizer.bos_token_id, *tokenizer.encode(parts[0])]
@@ -82,6 +88,11 @@ class VisionAsker:
     def tokens_per_image(self) -> int:
         return self.model.config.tokens_per_image
 
+    @property
+    def question_first(self) -> bool:
+        """Whether prompts put the question before the image (``VLMConfig.question_first``)."""
+        return bool(getattr(self.model.config, "question_first", False))
+
     def pixels(self, images: Sequence[Image.Image] | Tensor) -> Tensor:
         if isinstance(images, Tensor):
             return images
@@ -106,7 +117,8 @@ class VisionAsker:
         """The answer to one question about one or more images (placed by ``<image>`` in the
         question, or all before it)."""
         pixels = self.pixels(images)[None]  # (1, K, 3, H, W)
-        row = prompt_ids(self.tokenizer, question, self.tokens_per_image, len(images))
+        row = prompt_ids(self.tokenizer, question, self.tokens_per_image, len(images),
+                         self.question_first)
         return self._generate([row], pixels, max_new_tokens, num_beams)[0]
 
     def caption(self, images: Sequence[Image.Image] | Tensor, max_new_tokens: int = 48,
@@ -115,7 +127,8 @@ class VisionAsker:
 
     def _answer(self, pixels: Tensor, questions: Sequence[str], max_new_tokens: int,
                 num_beams: int) -> list[str]:
-        rows = [prompt_ids(self.tokenizer, q, self.tokens_per_image) for q in questions]
+        rows = [prompt_ids(self.tokenizer, q, self.tokens_per_image,
+                           question_first=self.question_first) for q in questions]
         return self._generate(rows, pixels, max_new_tokens, num_beams)
 
     def _generate(self, rows: list[list[int]], pixels: Tensor, max_new_tokens: int,

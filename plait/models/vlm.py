@@ -76,6 +76,10 @@ class VLMConfig(Config):
     # (its own projector): a segmenter's (1 + colours, kinds) keeps colour and kind apart;
     # () = one token per cell with everything
     feature_groups: tuple[int, ...] = ()
+    # the prompt's layout (plait.inference.vlm.prompt_ids): false = LLaVA's "<s> <image>...
+    # question", true = "<s> question <image>...": the image tokens come after the question and
+    # read it, so each cell can answer "am I what is asked about?" before the answer is written
+    question_first: bool = False
 
     def __post_init__(self) -> None:
         kind = self.tower

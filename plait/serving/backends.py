@@ -116,7 +116,7 @@ class Generator:
         pictures = [decode_image(u, self.limits.max_image_pixels) for u in images]
         try:
             ids = prompt_ids(self.tokenizer, question, self.model.config.tokens_per_image,
-                             len(pictures))
+                             len(pictures), getattr(self.model.config, "question_first", False))
         except ValueError as e:
             raise APIError(400, f"messages: {e}", "messages", "invalid_value") from None
         pixels = self.processor.batch(pictures)[None].to(self.engine_device)

@@ -136,6 +136,7 @@ class ScenesCaptionTask(Task):
         self.uint8 = torch.stack([_uint8(s, data.image_size) for s in self.items])  # (N, 3, H, W)
         self.criterion = CrossEntropy(train.label_smoothing)
         self.n_image_tokens = 0  # set by model_config
+        self.question_first = False  # the model's prompt layout, set by model_config
         if d.is_main:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.tokenizer.save(self.data_dir)
@@ -149,6 +150,7 @@ class ScenesCaptionTask(Task):
         config = config.replace(vision=vision, text=text,
                                 image_token_id=t.specials.index(SPECIALS[3]))
         self.n_image_tokens = config.tokens_per_image
+        self.question_first = config.question_first
         return config
 
     def build_from(self, source: nn.Module, config: Config, where: str) -> nn.Module | None:
@@ -198,7 +200,8 @@ class ScenesCaptionTask(Task):
         """(ids, targets): the image (unless ``image`` is false) and every turn; targets are the
         next token where it is an answer's, else -100."""
         t = self.tokenizer
-        ids = prompt_ids(t, turns[0][0], self.n_image_tokens, n_images=int(image))
+        ids = prompt_ids(t, turns[0][0], self.n_image_tokens, n_images=int(image),
+                         question_first=self.question_first)
         labels = [IGNORE_INDEX] * len(ids)
         for k, (q, a) in enumerate(turns):
             q_ids, a_ids = turn_ids(t, q, a)
