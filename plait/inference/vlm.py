@@ -2,9 +2,10 @@
 answers, images -> captions.
 
 The prompt of a turn is ``<s>`` + one ``<image>`` placeholder per image token + the question +
-a newline; the answer follows and ends with ``</s>`` (:func:`prompt_ids`, :func:`turn_ids`,
-which training uses too, so the two never drift apart). A caption is the answer to
-:data:`CAPTION_QUESTION`.
+a newline (the question before the placeholders for a model with ``question_first``, as the
+folder's ``config.json`` says); the answer follows and ends with ``</s>`` (:func:`prompt_ids`,
+:func:`turn_ids`, which training uses too, so the two never drift apart). A caption is the
+answer to :data:`CAPTION_QUESTION`.
 
 ``VisionAsker.from_folder(dir)`` reads a plait VLM folder (``config.json``,
 ``model.safetensors``, ``tokenizer.json``, ``preprocessor_config.json``).
@@ -115,7 +116,7 @@ class VisionAsker:
     def ask_one(self, images: Sequence[Image.Image], question: str, max_new_tokens: int = 32,
                 num_beams: int = 1) -> str:
         """The answer to one question about one or more images (placed by ``<image>`` in the
-        question, or all before it)."""
+        question, or all before it; after it for a ``question_first`` model)."""
         pixels = self.pixels(images)[None]  # (1, K, 3, H, W)
         row = prompt_ids(self.tokenizer, question, self.tokens_per_image, len(images),
                          self.question_first)
