@@ -92,7 +92,7 @@ class VisionAsker:
     @property
     def question_first(self) -> bool:
         """Whether prompts put the question before the image (``VLMConfig.question_first``)."""
-        return bool(getattr(self.model.config, "question_first", False))
+        return self.model.config.question_first
 
     def pixels(self, images: Sequence[Image.Image] | Tensor) -> Tensor:
         if isinstance(images, Tensor):

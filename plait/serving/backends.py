@@ -115,8 +115,9 @@ class Generator:
         question = next((m.text() for m in reversed(messages) if m.role == "user"), "")
         pictures = [decode_image(u, self.limits.max_image_pixels) for u in images]
         try:
-            ids = prompt_ids(self.tokenizer, question, self.model.config.tokens_per_image,
-                             len(pictures), getattr(self.model.config, "question_first", False))
+            c = self.model.config
+            ids = prompt_ids(self.tokenizer, question, c.tokens_per_image, len(pictures),
+                             c.question_first)
         except ValueError as e:
             raise APIError(400, f"messages: {e}", "messages", "invalid_value") from None
         pixels = self.processor.batch(pictures)[None].to(self.engine_device)
