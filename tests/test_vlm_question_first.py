@@ -146,3 +146,20 @@ def test_the_server_asks_in_the_models_layout(tmp_path):
     finally:
         server.close()
     assert r.choices[0].message.content.strip() == want
+
+
+def test_the_held_out_loss_reads_one_turn_a_row_as_training_does(tmp_path):
+    from plait.training import TASKS, TrainConfig
+
+    cls = TASKS.get("scenes-vqa")
+    task = cls(cls.data_config(n_train=4, n_eval=3), TrainConfig(out_dir=str(tmp_path)), Dist())
+    m = vlm(question_first=True)
+    task.model_config(m.config)
+    seen: list[list] = []
+    batch = task.batch
+    task.batch = lambda images, turns: (seen.extend(turns), batch(images, turns))[1]
+    with torch.no_grad():
+        out = task.evaluate(m, torch.device("cpu"), None)
+    held = task.heldout(3)[0]
+    assert all(len(t) == 1 for t in seen)  # never a question after an earlier answer
+    assert len(seen) == sum(1 + len(s.qa) for s in held) and out["loss"] > 0

@@ -263,7 +263,9 @@ class ScenesCaptionTask(Task):
     def evaluate(self, model: nn.Module, device: torch.device,
                  max_batches: int | None) -> dict[str, float]:
         """Captions (and, for scenes-vqa, answers) of the held-out scenes, and the answer-token
-        loss of their canonical turns. Every rank computes the same numbers."""
+        loss of their canonical turns, one turn a row as in training (a later turn of a longer
+        row would read its question after the image, which ``question_first`` never trains).
+        Every rank computes the same numbers."""
         from plait.evaluation.vlm_eval import evaluate_scenes
         from plait.inference.vlm import CAPTION_QUESTION, VisionAsker
         from plait.training.tasks import to_device
@@ -273,12 +275,14 @@ class ScenesCaptionTask(Task):
         held, uint8 = self.heldout(n)
         asker = VisionAsker(inner, self.tokenizer, self.image_config)
         metrics = evaluate_scenes(asker, held, self.pixels(uint8), questions=self.questions)
-        turns = [[(CAPTION_QUESTION, canonical_caption(s.shapes))]
-                 + ([(q.question, self.answer(s, q)) for q in s.qa] if self.questions else [])
-                 for s in held]
+        rows = [(i, [turn]) for i, s in enumerate(held)
+                for turn in [(CAPTION_QUESTION, canonical_caption(s.shapes))]
+                + ([(q.question, self.answer(s, q)) for q in s.qa] if self.questions else [])]
         total, count = 0.0, 0
-        for i in range(0, n, 64):
-            batch = to_device(self.batch(uint8[i:i + 64], turns[i:i + 64]), device)
+        for at in range(0, len(rows), 64):
+            chunk = rows[at:at + 64]
+            batch = self.batch(uint8[[i for i, _ in chunk]], [t for _, t in chunk])
+            batch = to_device(batch, device)
             k = self.count(batch)
             total += float(self.loss(inner, batch)) * k
             count += k
