@@ -1,6 +1,7 @@
 """Typed configs: strict keys, coercion from strings, TOML and dotted overrides."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -96,3 +97,13 @@ def test_file_errors_are_one_line(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         read_json(tmp_path / "list.json")
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_parses_and_ends_with_its_own_run(path):
+    from plait.training import load_recipe
+
+    runs = load_recipe(path).runs()
+    assert runs[-1].name == "" and all(r.name for r in runs[:-1])
+    for k, run in enumerate(runs[1:], 1):  # each starts from a run before it
+        assert run.train.init_from in {r.train.out_dir for r in runs[:k]}, run.name

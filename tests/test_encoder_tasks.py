@@ -319,7 +319,7 @@ def test_window_rows_ride_beside_the_speakers_and_are_never_held_out(tmp_path):
     held = {s.index for s in speakers.speeches(data.text, "heldout")}
     rest = speakers.rest(data.text)  # every speech but the held-out ones, any speaker
     assert not held & {s.index for s in rest} and len(rest) == speakers.count(data.text) - len(held)
-    assert task.located == [(s.text, s.index // 100) for s in rest]
+    assert task.located == [(s.text, s.index // 100, k) for k, s in enumerate(rest)]
     batch = task.train_batch(3, 0)
     assert batch["input_ids"].shape[0] == 8 and task.count(batch) == 4
     assert batch["aux_labels"].max() < -(-speakers.count(data.text) // 100)

@@ -33,6 +33,7 @@ from plait.data.masking import drop_tokens
 from plait.nn.ragged import by_length
 from plait.text.base import Tokenizer, encode_texts
 from plait.training.config import TrainConfig
+from plait.training.distill import soft_cross_entropy, teacher_probs
 from plait.training.distributed import Dist, unwrap
 from plait.training.losses import CrossEntropy
 from plait.training.tasks import Batch, Task
@@ -119,11 +120,15 @@ class SpeakersData(TextsData):
     # where in the plays it is, learned from five times the labelled speeches
     window: int = 0
     window_weight: float = 1.0  # that head's loss, times this, is added to the speaker loss
+    # folders (or earlier stages) of speaker classifiers fine-tuned from other seeds: the
+    # model also learns their mean probabilities on the rest of the text (plait.training.distill)
+    teachers: tuple[str, ...] = ()
+    distill: float = 1.0  # that loss, times this, is added to the speaker loss
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.window < 0 or self.window_weight < 0:
-            raise ValueError("data.window and data.window_weight must be >= 0")
+        if min(self.window, self.window_weight, self.distill) < 0:
+            raise ValueError("data.window, window_weight and distill must be >= 0")
 
 
 def sif_weights(tokenizer: Tokenizer, texts: list[str], a: float) -> Tensor:
@@ -296,9 +301,18 @@ class SpeakersTask(ClassifyTask):
 
     def __init__(self, data: SpeakersData, train: TrainConfig, d: Dist):
         super().__init__(data, train, d)
-        # (text, its window) for the auxiliary head: every speech but the held-out ones
-        self.located = [(s.text, s.index // data.window) for s in S.rest(data.text,
-                        data.validation)] if data.window else []
+        # the rest of the text (every speech but the held-out ones), beside each batch for the
+        # window head and the teachers: (text, its window, its row in self.soft)
+        rest = S.rest(data.text, data.validation) if data.window or data.teachers else []
+        self.located = [(s.text, s.index // max(data.window, 1), k) for k, s in enumerate(rest)]
+        self.soft: Tensor | None = None  # the teachers' mean probabilities, (rest, speakers)
+
+    def prepare(self) -> None:
+        """With ``data.teachers``: their mean probabilities for the rest of the text, read once."""
+        super().prepare()
+        if self.data.teachers and self.soft is None:
+            self.soft = teacher_probs(self.data.teachers, [t for t, _, _ in self.located],
+                                      self.labels, self.max_length)
 
     def model_config(self, config: Config) -> Config:
         config = super().model_config(config)
@@ -319,20 +333,35 @@ class SpeakersTask(ClassifyTask):
         return table / table.sum(1, keepdim=True)
 
     def train_batch(self, step: int, micro: int) -> Batch:
-        """The speakers' rows, then (with ``data.window``) as many located speeches: one
-        forward for both (``aux_labels`` the windows of the last rows)."""
+        """The speakers' rows, then (with ``data.window`` or ``data.teachers``) as many
+        speeches of the rest of the text: one forward for both (``aux_labels`` their windows,
+        ``soft`` the teachers' probabilities for them)."""
         rows = self.draw(self.train_set, "", step, micro)
         located = self.draw(self.located, "window/", step, micro) if self.located else []
-        batch = self.dropped(self.batch(rows, [text for text, _ in located]), step, micro)
-        return {**batch, "aux_labels": torch.tensor([w for _, w in located])} if located else batch
+        batch = self.dropped(self.batch(rows, [text for text, _, _ in located]), step, micro)
+        if self.data.window and located:
+            batch["aux_labels"] = torch.tensor([w for _, w, _ in located])
+        if self.data.teachers and located:
+            if self.soft is None:
+                raise RuntimeError("data.teachers: call prepare() before drawing batches")
+            batch["soft"] = self.soft[torch.tensor([k for _, _, k in located])]
+        return batch
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if "aux_labels" not in batch:
+        """The speaker loss, plus the window head's and the distillation loss on the rest of
+        the text's rows (``plait.training.distill``)."""
+        if "aux_labels" not in batch and "soft" not in batch:
             return super().loss(model, batch)
         m, n = unwrap(model), len(batch["labels"])
         pooled = self.pooled(model, batch)
-        return (self.criterion(m.head(pooled[:n]), batch["labels"]) + self.data.window_weight
-                * self.criterion(m.aux_head(pooled[n:]), batch["aux_labels"]))
+        loss = self.criterion(m.head(pooled[:n]), batch["labels"])
+        if "aux_labels" in batch:
+            loss = loss + self.data.window_weight * self.criterion(m.aux_head(pooled[n:]),
+                                                                   batch["aux_labels"])
+        if "soft" in batch:
+            loss = loss + self.data.distill * soft_cross_entropy(m.head(pooled[n:]),
+                                                                 batch["soft"])
+        return loss
 
     def count(self, batch: Batch) -> int:
         return len(batch["labels"])
