@@ -30,7 +30,7 @@ top level) with ``start = "NAME"`` starts from that earlier stage instead: sever
 runs from one pretrained encoder. A stage of the recipe's own task takes the recipe's ``[data]``
 with its own keys over them.
 
-A ``[data]`` list ``teachers`` (classification: knowledge distillation) may name earlier stages;
+A ``[data]`` list ``teachers`` (the speaker task: knowledge distillation) may name earlier stages;
 each name becomes that stage's folder.
 
 An optional ``[lora]`` section (``plait.training.lora.LoRAConfig``) trains low-rank adapters
