@@ -51,7 +51,7 @@ def test_teacher_probs_are_the_mean_of_the_teachers_reading_long_texts_whole(tmp
     tokenizer = WordPieceTokenizer.train(texts * 5, 60)
     labels = ("a", "b", "c")
     models = [classifier_folder(tmp_path / f"t{k}", labels, k, tokenizer) for k in range(2)]
-    got = teacher_probs([tmp_path / "t0", tmp_path / "t1"], texts, labels, max_length=128)
+    got = teacher_probs([tmp_path / "t0", tmp_path / "t1"], texts, labels)
     ids, mask, owner = encode_texts(tokenizer, texts, 16, whole=True)
     with torch.no_grad():
         want = sum(m.logits(ids, mask, owner=owner).softmax(-1) for m in models) / 2
@@ -59,7 +59,7 @@ def test_teacher_probs_are_the_mean_of_the_teachers_reading_long_texts_whole(tmp
     assert not torch.allclose(got, models[0].logits(ids, mask, owner=owner).softmax(-1))
     classifier_folder(tmp_path / "other", ("a", "b", "x"), 2, tokenizer)
     with pytest.raises(ValueError, match="teacher .*other: its labels"):
-        teacher_probs([tmp_path / "other"], texts, labels, max_length=128)
+        teacher_probs([tmp_path / "other"], texts, labels)
 
 
 def members_recipe(out, **root):
@@ -114,7 +114,7 @@ def test_the_student_learns_the_teachers_mean_on_the_rest_of_the_text(tmp_path):
     texts = [t for t, _, _ in task.located]
     assert task.soft.shape == (len(texts), 10)
     torch.testing.assert_close(task.soft[:3], teacher_probs([out / "m0", out / "m1"], texts[:3],
-                                                            task.labels, 64))
+                                                            task.labels))
     batch = task.train_batch(0, 0)
     assert batch["soft"].shape == (4, 10) and len(batch["labels"]) == 4
     student = load(out).train()

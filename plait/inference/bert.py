@@ -57,25 +57,32 @@ class TextClassifier:
                     ) -> TextClassifier:
         return cls(*_load(folder, "classify", device))
 
-    @torch.no_grad()
     def predict(self, texts: Sequence[str], batch_size: int = 32
                 ) -> list[tuple[str, dict[str, float]]]:
+        out = []
+        for row in self.probs(texts, batch_size).tolist():
+            scores = dict(zip(self.labels, row, strict=True))
+            out.append((max(scores, key=scores.get), scores))
+        return out
+
+    @torch.no_grad()
+    def probs(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """Each text's probabilities over :attr:`labels`, (texts, labels) on the CPU; a text
+        longer than the model's positions is read whole when the model pools its tokens."""
         out = []
         device = next(self.model.parameters()).device
         with self._lock:
             for i in range(0, len(texts), batch_size):
-                chunk = texts[i:i + batch_size]
+                chunk = list(texts[i:i + batch_size])
                 for text in chunk:
                     if not text.strip():
                         raise ValueError("an empty text: give something to classify")
                 ids, mask, owner = encode_texts(self.tokenizer, chunk, self.model.config.block_size,
                                                 self.model.config.pools_tokens)
                 owner = None if owner is None else owner.to(device)
-                probs = self.model.logits(ids.to(device), mask.to(device), owner=owner).softmax(-1)
-                for row in probs.tolist():
-                    scores = dict(zip(self.labels, row, strict=True))
-                    out.append((max(scores, key=scores.get), scores))
-        return out
+                logits = self.model.logits(ids.to(device), mask.to(device), owner=owner)
+                out.append(logits.softmax(-1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 
 
 class Tagger:

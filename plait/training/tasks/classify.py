@@ -312,7 +312,7 @@ class SpeakersTask(ClassifyTask):
         super().prepare()
         if self.data.teachers and self.soft is None:
             self.soft = teacher_probs(self.data.teachers, [t for t, _, _ in self.located],
-                                      self.labels, self.max_length)
+                                      self.labels)
 
     def model_config(self, config: Config) -> Config:
         config = super().model_config(config)
